@@ -1,0 +1,161 @@
+# kplate: every target is one step of the pipeline. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+DEB_PACKAGES := fonts-nanum fonts-unfonts-core fonts-baekmuk mate-backgrounds
+
+MODEL_NAME ?= kplate
+SEED ?= 0
+COUNT ?= 24
+OUT ?= data/preview
+
+.PHONY: help install deb lint test checks preview synth train train-detector train-reader eval bench-engine clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+deb: ## install the Debian packages (Korean fonts, background photos) if missing
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi; \
+	  echo "installing Debian packages: $$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory deb
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[synth,train,serve,deploy,dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with the project, its dev tools and the Debian packages it needs
+
+lint: $(STAMP) ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy kplate handler request gs tests
+
+test: $(STAMP) ## run the test suite
+	$(VENV)/bin/pytest -q
+
+checks: lint test ## everything CI checks
+
+preview: $(STAMP) ## render a few synthetic scenes and a contact sheet (data/preview/sheet.png)
+	$(VENV)/bin/kplate synth --out $(OUT) --count $(COUNT) --seed $(SEED) --kind scenes --preview $(OUT)/sheet.png
+
+# --- engine (issue 3) ---
+
+# --- serving (issue 4) ---
+# The .mar is rebuilt when the handler, the engine source, its configs or its weights change.
+MAR := gs/model-store/$(MODEL_NAME).mar
+TS_CONFIG ?= gs/config/config.properties
+SERVE_DIR ?= .serve
+JRE_PACKAGE ?= openjdk-17-jre-headless
+MAR_SOURCES := $(wildcard handler/*.py handler/model-config.yaml handler/requirements.txt \
+	kplate/*.py kplate/*/*.py kplate/configs/*.yaml kplate/weights/*.pt)
+
+.PHONY: mar jre serve stop serve-status bench-serve
+
+$(MAR): $(STAMP) $(MAR_SOURCES)
+	$(PY) -m handler.archive --export-path $(dir $(MAR)) --model-name $(MODEL_NAME)
+
+mar: $(MAR) ## build gs/model-store/kplate.mar (handler, kplate source and weights, model-config.yaml)
+
+jre: ## install a Java runtime for TorchServe if java is missing
+	@command -v java >/dev/null 2>&1 || [ -x "$$JAVA_HOME/bin/java" ] || { \
+	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi; \
+	  echo "installing $(JRE_PACKAGE)"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(JRE_PACKAGE) >/dev/null; \
+	}
+
+serve: $(STAMP) jre $(MAR) ## start TorchServe (:8085) and the KServe front (:8080) in the background
+	$(PY) -m handler.local_serving start --config $(TS_CONFIG) --model-store $(dir $(MAR)) --state-dir $(SERVE_DIR)
+
+stop: ## stop TorchServe and the KServe front started by `make serve`
+	@if [ -x $(PY) ]; then $(PY) -m handler.local_serving stop --state-dir $(SERVE_DIR); else echo "nothing to stop"; fi
+
+serve-status: $(STAMP) ## tell whether `make serve` is running
+	$(PY) -m handler.local_serving status --state-dir $(SERVE_DIR)
+
+bench-serve: $(STAMP) jre $(MAR) ## served vs in-process throughput and p50/p95 at concurrency 1, 4, 8
+	$(PY) scripts/bench_serve.py --mar $(MAR) --config $(TS_CONFIG)
+
+# --- deploy (issue 5) ---
+# Names, namespace, bucket and image live in k8s/base/params.env, the one place the manifests
+# read; these defaults read it too, so `make upload` writes what `make deploy` serves.
+K8S_PARAMS := k8s/base/params.env
+k8s_param = $(strip $(shell sed -n 's/^$(1)=//p' $(K8S_PARAMS) 2>/dev/null))
+require = $(if $(strip $($(1))),,$(error $(1) is not set: $(2)))
+BUCKET ?= $(call k8s_param,bucket)
+PREFIX ?= $(call k8s_param,prefix)
+NAMESPACE ?= $(call k8s_param,namespace)
+ISVC ?= $(call k8s_param,name)
+IMAGE ?= $(call k8s_param,image)
+OVERLAY ?= gpu
+PROTOCOL ?= v1
+LOCAL_PORT ?= 8080
+PREDICTOR_PORT := 8080
+IMG ?= $(firstword $(wildcard request/samples/*.jpg request/samples/*.png))
+KEY ?=
+KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(VENV)/bin/kubectl)
+GCS_KEY_SECRET := kplate-gcs-key
+
+.PHONY: upload deploy undeploy port-forward request image image-push gcs-secret
+
+upload: $(STAMP) ## upload gs/config + gs/model-store to gs://BUCKET/PREFIX (default: k8s/base/params.env)
+	$(call require,BUCKET,pass BUCKET=my-bucket or set bucket= in $(K8S_PARAMS))
+	$(call require,PREFIX,pass PREFIX=kplate/v1 or set prefix= in $(K8S_PARAMS))
+	$(PY) gs/upload.py --bucket $(BUCKET) --prefix $(PREFIX)
+
+deploy: ## kubectl apply -k k8s/overlays/$(OVERLAY) (OVERLAY=gpu|cpu)
+	$(call require,NAMESPACE,set namespace= in $(K8S_PARAMS))
+	$(if $(wildcard k8s/overlays/$(OVERLAY)/kustomization.yaml),,$(error unknown OVERLAY=$(OVERLAY): use gpu or cpu))
+	@if [ "$(BUCKET)/$(PREFIX)" != "$(call k8s_param,bucket)/$(call k8s_param,prefix)" ]; then \
+	  echo "error: BUCKET/PREFIX=$(BUCKET)/$(PREFIX) but the manifests read gs://$(call k8s_param,bucket)/$(call k8s_param,prefix): edit bucket= and prefix= in $(K8S_PARAMS)" >&2; exit 1; fi
+	@command -v $(KUBECTL) >/dev/null || { echo "error: kubectl not found: install it or run make install" >&2; exit 1; }
+	$(KUBECTL) apply -k k8s/overlays/$(OVERLAY)
+	@echo "next: $(KUBECTL) get inferenceservice $(ISVC) -n $(NAMESPACE) -w   (READY=True once the model is loaded)"
+
+undeploy: ## kubectl delete -k k8s/overlays/$(OVERLAY) (the InferenceService, its ServiceAccount and namespace)
+	$(KUBECTL) delete -k k8s/overlays/$(OVERLAY) --ignore-not-found
+
+port-forward: ## forward localhost:LOCAL_PORT (8080) to the predictor pod's 8080 (KServe front)
+	$(call require,NAMESPACE,set namespace= in $(K8S_PARAMS))
+	$(call require,ISVC,set name= in $(K8S_PARAMS))
+	@pod=$$($(KUBECTL) get pod -n $(NAMESPACE) -l serving.kserve.io/inferenceservice=$(ISVC),component=predictor \
+	  --field-selector=status.phase=Running -o jsonpath='{.items[0].metadata.name}'); \
+	if [ -z "$$pod" ]; then echo "error: no running predictor pod of $(ISVC) in namespace $(NAMESPACE): check $(KUBECTL) get inferenceservice,pods -n $(NAMESPACE)" >&2; exit 1; fi; \
+	echo "forwarding localhost:$(LOCAL_PORT) -> $$pod:$(PREDICTOR_PORT) (Ctrl-C to stop)"; \
+	$(KUBECTL) port-forward -n $(NAMESPACE) pod/$$pod $(LOCAL_PORT):$(PREDICTOR_PORT)
+
+request: $(STAMP) ## send IMG to the forwarded predictor (run make port-forward in another shell)
+	$(call require,IMG,pass IMG=path/to/photo.jpg)
+	@test -f "$(IMG)" || { echo "error: IMG=$(IMG) does not exist" >&2; exit 1; }
+	$(PY) request/request.py $(IMG) --kserve --url http://localhost:$(LOCAL_PORT) --model-name $(MODEL_NAME) --protocol $(PROTOCOL)
+
+image: ## docker build the predictor image (docker/Dockerfile) as IMAGE (default: k8s/base/params.env)
+	$(call require,IMAGE,pass IMAGE=registry/kplate-serving:tag or set image= in $(K8S_PARAMS))
+	@command -v docker >/dev/null || { echo "error: docker not found" >&2; exit 1; }
+	DOCKER_BUILDKIT=1 docker build -f docker/Dockerfile -t $(IMAGE) .
+
+image-push: ## docker push IMAGE (the registry the cluster pulls from)
+	$(call require,IMAGE,pass IMAGE=registry/kplate-serving:tag or set image= in $(K8S_PARAMS))
+	docker push $(IMAGE)
+
+gcs-secret: ## store a GCS key for KServe (KEY=/path/key.json; not needed with Workload Identity)
+	$(call require,KEY,pass KEY=/path/to/service-account-key.json (kept outside the repository))
+	@test -f "$(KEY)" || { echo "error: KEY=$(KEY) does not exist" >&2; exit 1; }
+	$(KUBECTL) create namespace $(NAMESPACE) --dry-run=client -o yaml | $(KUBECTL) apply -f -
+	@$(KUBECTL) create secret generic $(GCS_KEY_SECRET) -n $(NAMESPACE) \
+	  --from-file=gcloud-application-credentials.json="$(KEY)" --dry-run=client -o yaml | $(KUBECTL) apply -f -
+	@echo "now enable components/gcs-key in k8s/overlays/$(OVERLAY)/kustomization.yaml and run make deploy"
+
+
+clean: ## remove generated data and build outputs (keeps .venv and the shipped weights)
+	rm -rf data runs build .pytest_cache .mypy_cache .ruff_cache gs/model-store/*.mar

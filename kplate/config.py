@@ -1,0 +1,73 @@
+"""Engine configuration, validated with pydantic (``extra="forbid"``: a typo fails loudly)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kplate import plates
+from kplate.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "engine.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DetectorConfig(_Strict):
+    """Plate detector: channels, sizes and decoding thresholds."""
+
+    width: tuple[int, int, int, int, int] = (16, 24, 48, 80, 128)
+    head_channels: int = Field(48, ge=8)
+    train_size: int = Field(256, ge=64, multiple_of=32)
+    infer_long_side: int = Field(640, ge=64, multiple_of=32)
+    score_threshold: float = Field(0.35, gt=0, lt=1)
+    nms_iou: float = Field(0.4, gt=0, le=1)
+    max_plates: int = Field(16, ge=1)
+
+
+class ReaderConfig(_Strict):
+    """Plate reader: input size, width multiplier, maximum text length."""
+
+    height: int = Field(64, ge=16, multiple_of=8)
+    width: int = Field(160, ge=32, multiple_of=8)
+    width_mult: float = Field(1.0, gt=0)
+    max_len: int = Field(10, ge=7)
+    min_text_score: float = Field(0.0, ge=0, le=1)
+
+    @cached_property
+    def alphabet(self) -> str:
+        """Index 0 is the padding symbol; then digits, then every Hangul syllable used."""
+        hangul = sorted({ch for r in plates.REGIONS for ch in r} | set(plates.ALL_USE_CHARS))
+        return "_" + "0123456789" + "".join(hangul)
+
+
+class EngineConfig(_Strict):
+    """The whole engine configuration (``kplate/configs/engine.yaml``)."""
+
+    detector: DetectorConfig = DetectorConfig()
+    reader: ReaderConfig = ReaderConfig()
+
+
+def load_config(path: Path | None = None) -> EngineConfig:
+    """Load and validate an engine config YAML.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or has unknown or invalid keys.
+    """
+    p = path or DEFAULT_CONFIG
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {p}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+    try:
+        return EngineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc

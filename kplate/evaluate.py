@@ -1,0 +1,229 @@
+"""``kplate eval``: accuracy on a folder with ``labels.jsonl`` (the real-dev format).
+
+Scenes: detection precision and recall at box IoU 0.5, and end-to-end exact match (a labelled
+plate found and read exactly). Crops: the reader on the whole image, exact match and
+character accuracy. Everything is broken down by layout and colour.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from kplate import plates, targets
+from kplate.imageio import to_rgb_array
+from kplate.result import Plate, Reading
+from kplate.synth.dataset import read_labels
+
+IOU_THRESHOLD = 0.5
+
+
+class Engine(Protocol):
+    """What evaluation needs from a recognizer."""
+
+    def recognize(self, images: Sequence[Any]) -> list[list[Plate]]: ...
+
+    def read(self, crops: Sequence[Any]) -> list[Reading]: ...
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance between two strings."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def char_accuracy(pred: str, truth: str) -> float:
+    """``1 - edit_distance / len(truth)``, floored at 0."""
+    return max(0.0, 1.0 - edit_distance(pred, truth) / max(1, len(truth)))
+
+
+@dataclass
+class _Tally:
+    n: int = 0
+    exact: int = 0
+    chars: float = 0.0
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+
+@dataclass
+class Report:
+    """Evaluation results; ``to_json`` and ``to_markdown`` render them."""
+
+    folder: str
+    scenes: dict[str, _Tally] = field(default_factory=lambda: defaultdict(_Tally))
+    crops: dict[str, _Tally] = field(default_factory=lambda: defaultdict(_Tally))
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """Metrics as a JSON-serialisable dict (``overall`` plus per-group rows)."""
+
+        def scene_row(t: _Tally) -> dict[str, Any]:
+            return {
+                "plates": t.n,
+                "precision": round(t.tp / max(1, t.tp + t.fp), 4),
+                "recall": round(t.tp / max(1, t.tp + t.fn), 4),
+                "e2e_exact": round(t.exact / max(1, t.n), 4),
+            }
+
+        def crop_row(t: _Tally) -> dict[str, Any]:
+            return {
+                "crops": t.n,
+                "exact": round(t.exact / max(1, t.n), 4),
+                "char_acc": round(t.chars / max(1, t.n), 4),
+            }
+
+        return {
+            "folder": self.folder,
+            "iou_threshold": IOU_THRESHOLD,
+            "scenes": {k: scene_row(v) for k, v in sorted(self.scenes.items())},
+            "crops": {k: crop_row(v) for k, v in sorted(self.crops.items())},
+            "failures": self.failures,
+        }
+
+    def to_markdown(self) -> str:
+        """Two Markdown tables: scenes and crops, overall first, then by layout and colour."""
+        j = self.to_json()
+        lines = [f"Evaluation of `{self.folder}` (IoU {IOU_THRESHOLD})", ""]
+        if j["scenes"]:
+            lines += [
+                "| scenes | plates | precision | recall | end-to-end exact |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            for k, r in j["scenes"].items():
+                lines.append(
+                    f"| {k} | {r['plates']} | {r['precision']:.1%} | {r['recall']:.1%} | {r['e2e_exact']:.1%} |"
+                )
+            lines.append("")
+        if j["crops"]:
+            lines += ["| crops | n | exact match | char accuracy |", "|---|---:|---:|---:|"]
+            for k, r in j["crops"].items():
+                lines.append(f"| {k} | {r['crops']} | {r['exact']:.1%} | {r['char_acc']:.1%} |")
+        return "\n".join(lines) + "\n"
+
+
+def _groups(row: dict[str, Any]) -> list[str]:
+    groups = ["overall"]
+    if row.get("layout"):
+        groups.append(f"layout={plates.layout_name(row['layout'])}")
+    if row.get("color"):
+        groups.append(f"color={plates.color_name(row['color'])}")
+    return groups
+
+
+def evaluate(folder: Path, engine: Engine, progress: bool = True, batch: int = 4) -> Report:
+    """Evaluate ``engine`` on ``folder/labels.jsonl``.
+
+    Raises:
+        FileNotFoundError: the folder has no ``labels.jsonl`` or a listed image is missing.
+    """
+    labels = folder / "labels.jsonl"
+    if not labels.is_file():
+        raise FileNotFoundError(
+            f"{labels} not found: `kplate eval` needs a folder with labels.jsonl"
+        )
+    by_file: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in read_labels(labels):
+        by_file[row["file"]].append(row)
+    report = Report(folder=str(folder))
+    files = sorted(by_file)
+    for f in files:
+        if not (folder / f).is_file():
+            raise FileNotFoundError(f"{folder / f} is listed in labels.jsonl but missing")
+    scene_files = [f for f in files if by_file[f][0].get("kind", "scene") == "scene"]
+    crop_files = [f for f in files if by_file[f][0].get("kind") == "crop"]
+    bar = tqdm(total=len(files), desc="eval", disable=not progress)
+    for start in range(0, len(scene_files), batch):
+        names = scene_files[start : start + batch]
+        images = [_load(folder / n) for n in names]
+        for name, found in zip(names, engine.recognize(images), strict=True):
+            _score_scene(report, name, by_file[name], found)
+        bar.update(len(names))
+    for start in range(0, len(crop_files), 32):
+        names = crop_files[start : start + 32]
+        readings = engine.read([_load(folder / n) for n in names])
+        for name, r in zip(names, readings, strict=True):
+            row = by_file[name][0]
+            truth = plates.normalize(row["text"])
+            ok = r.text == truth
+            for g in _groups(row):
+                t = report.crops[g]
+                t.n += 1
+                t.exact += int(ok)
+                t.chars += char_accuracy(r.text, truth)
+            if not ok:
+                report.failures.append(
+                    {"file": name, "kind": "crop", "truth": truth, "read": r.text}
+                )
+        bar.update(len(names))
+    bar.close()
+    return report
+
+
+def _load(path: Path) -> Any:
+    with Image.open(path) as im:
+        return to_rgb_array(im)
+
+
+def _score_scene(report: Report, name: str, rows: list[dict[str, Any]], found: list[Plate]) -> None:
+    gts = [r for r in rows if r.get("box")]
+    order = sorted(range(len(found)), key=lambda k: -found[k].score)
+    used: set[int] = set()
+    matched: dict[int, Plate] = {}
+    for k in order:
+        p = found[k]
+        best, best_iou = -1, IOU_THRESHOLD
+        for g, row in enumerate(gts):
+            iou = targets.quad_iou_boxes(np.array(p.box), np.array(row["box"]))
+            if g not in used and iou >= best_iou:
+                best, best_iou = g, iou
+        if best >= 0:
+            used.add(best)
+            matched[best] = p
+        else:
+            report.scenes["overall"].fp += 1
+            report.failures.append(
+                {"file": name, "kind": "scene", "false_plate": p.text, "box": list(p.box)}
+            )
+    for g, row in enumerate(gts):
+        truth = plates.normalize(row["text"])
+        hit = matched.get(g)
+        for grp in _groups(row):
+            t = report.scenes[grp]
+            t.n += 1
+            t.tp += int(hit is not None)
+            t.fn += int(hit is None)
+            t.exact += int(hit is not None and hit.text == truth)
+        if hit is None or hit.text != truth:
+            report.failures.append(
+                {
+                    "file": name,
+                    "kind": "scene",
+                    "truth": truth,
+                    "read": None if hit is None else hit.text,
+                }
+            )
+
+
+def write_report(report: Report, out: Path | None) -> str:
+    """Write ``report.json`` and ``report.md`` into ``out`` when given; return the Markdown."""
+    md = report.to_markdown()
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        (out / "report.md").write_text(md)
+    return md

@@ -1,0 +1,215 @@
+"""The engine: detect plates, rectify them, read them, return structured results."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from kplate import targets
+from kplate.config import DEFAULT_CONFIG, EngineConfig, load_config
+from kplate.errors import WeightsError
+from kplate.imageio import ImageInput, to_rgb_array
+from kplate.models.detector import STRIDE, PlateDetector
+from kplate.models.reader import PlateReader
+from kplate.plates import COLORS, LAYOUTS
+from kplate.result import Detection, Plate, Reading
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DETECTOR_FILE = "detector.pt"
+READER_FILE = "reader.pt"
+CONFIG_FILE = "engine.yaml"
+#: Images per detector forward pass.
+DETECT_BATCH = 8
+#: Crops per reader forward pass.
+READ_BATCH = 64
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` picks CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def _load_state(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path} (train with `make train`)")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"cannot load weights {path}: {exc}") from exc
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} does not hold a state_dict")
+    return state
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    image: np.ndarray  # original RGB
+    scale: float  # detector pixels per original pixel
+
+
+class Recognizer:
+    """Korean plate recognizer: ``Recognizer.load().recognize([image, ...])``.
+
+    Thread-safety: one instance may be used from one thread at a time.
+    """
+
+    def __init__(
+        self,
+        detector: PlateDetector,
+        reader: PlateReader,
+        config: EngineConfig,
+        device: torch.device,
+    ) -> None:
+        self.detector = detector.eval().to(device)
+        self.reader = reader.eval().to(device)
+        self.config = config
+        self.device = device
+        self.alphabet = config.reader.alphabet
+
+    @classmethod
+    def load(
+        cls, weights_dir: str | Path | None = None, device: str | torch.device | None = None
+    ) -> Recognizer:
+        """Load the detector and reader state_dicts from ``weights_dir`` (default: shipped).
+
+        The folder's ``engine.yaml``, when present, is the config the weights were trained
+        with; otherwise the package default is used.
+
+        Raises:
+            WeightsError: a weights file is missing or does not fit the model code.
+            ValueError: CUDA is requested but not available.
+        """
+        wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+        dev = resolve_device(device)
+        cfg_path = wdir / CONFIG_FILE
+        config = load_config(cfg_path if cfg_path.is_file() else DEFAULT_CONFIG)
+        detector, reader = PlateDetector(config.detector), PlateReader(config.reader)
+        for model, name in ((detector, DETECTOR_FILE), (reader, READER_FILE)):
+            try:
+                model.load_state_dict(_load_state(wdir / name, dev))
+            except RuntimeError as exc:
+                raise WeightsError(f"{wdir / name} does not match the model code: {exc}") from exc
+        log.info("loaded kplate weights from %s on %s", wdir, dev)
+        return cls(detector, reader, config, dev)
+
+    # ------------------------------------------------------------ public API
+
+    def recognize(self, images: Sequence[ImageInput]) -> list[list[Plate]]:
+        """Find and read every plate in each image; one list of plates per image.
+
+        Images may be PIL images, RGB ``uint8`` arrays or encoded bytes, of any sizes.
+
+        Raises:
+            InvalidImageError, ImageTooLargeError: an image cannot be used (bytes input).
+        """
+        arrays = [to_rgb_array(im) for im in images]
+        detections = self.detect(arrays)
+        crops, owners = [], []
+        for i, (img, dets) in enumerate(zip(arrays, detections, strict=True)):
+            for d in dets:
+                crops.append(self.rectify(img, np.asarray(d.corners)))
+                owners.append((i, d))
+        readings = self.read(crops) if crops else []
+        results: list[list[Plate]] = [[] for _ in arrays]
+        for (i, d), r in zip(owners, readings, strict=True):
+            if r.text and r.score >= self.config.reader.min_text_score:
+                results[i].append(Plate.from_parts(d, r))
+        return results
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """Run the detector on RGB arrays; corners in original pixels."""
+        cfg = self.config.detector
+        out: list[list[Detection]] = []
+        for start in range(0, len(images), DETECT_BATCH):
+            chunk = [self._prepare(im) for im in images[start : start + DETECT_BATCH]]
+            batch = self._batch([p.image for p in chunk])
+            with torch.inference_mode():
+                raw = self.detector(batch).float().cpu().numpy()
+            for p, r in zip(chunk, raw, strict=True):
+                dets = targets.decode_detections(
+                    r, STRIDE, cfg.score_threshold, cfg.nms_iou, cfg.max_plates
+                )
+                out.append([self._detection(q / p.scale, s, lay, col) for q, s, lay, col in dets])
+        return out
+
+    def read(self, crops: Sequence[ImageInput]) -> list[Reading]:
+        """Read plate crops (each image is taken as the whole plate)."""
+        rc = self.config.reader
+        arrays = [to_rgb_array(c) for c in crops]
+        sized = [
+            a
+            if a.shape[:2] == (rc.height, rc.width)
+            else cv2.resize(a, (rc.width, rc.height), interpolation=cv2.INTER_AREA)
+            for a in arrays
+        ]
+        readings: list[Reading] = []
+        for start in range(0, len(sized), READ_BATCH):
+            x = torch.from_numpy(np.stack(sized[start : start + READ_BATCH])).to(self.device)
+            x = x.permute(0, 3, 1, 2).float().div_(255.0)
+            with torch.inference_mode():
+                probs = torch.softmax(self.reader(x).float(), -1).cpu().numpy()
+            for p in probs:
+                text, score = targets.decode_slots(p, self.alphabet)
+                readings.append(Reading(text=text, score=score))
+        return readings
+
+    def rectify(self, image: np.ndarray, corners: np.ndarray) -> np.ndarray:
+        """Warp a plate quadrilateral of ``image`` to the reader's input size.
+
+        Large plates are warped at an integer multiple of the size, then area-averaged down,
+        so thin strokes do not alias.
+        """
+        rc = self.config.reader
+        q = np.asarray(corners, np.float32)
+        plate_w = float(max(np.linalg.norm(q[1] - q[0]), np.linalg.norm(q[2] - q[3])))
+        f = int(np.clip(np.floor(plate_w / rc.width), 1, 4))
+        w, h = rc.width * f, rc.height * f
+        dst = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+        M = cv2.getPerspectiveTransform(q, dst)
+        crop = cv2.warpPerspective(
+            image, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        if f > 1:
+            crop = cv2.resize(crop, (rc.width, rc.height), interpolation=cv2.INTER_AREA)
+        return crop
+
+    # ------------------------------------------------------------ helpers
+
+    def _prepare(self, image: np.ndarray) -> _Prepared:
+        h, w = image.shape[:2]
+        scale = self.config.detector.infer_long_side / max(h, w)
+        if scale < 1:
+            nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+            small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+        else:
+            scale, small = 1.0, image
+        return _Prepared(small, scale)
+
+    def _batch(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Pad differently sized images (bottom/right) to one multiple-of-32 canvas."""
+        H = max(32, -(-max(im.shape[0] for im in images) // 32) * 32)
+        W = max(32, -(-max(im.shape[1] for im in images) // 32) * 32)
+        canvas = np.zeros((len(images), H, W, 3), np.uint8)
+        for k, im in enumerate(images):
+            canvas[k, : im.shape[0], : im.shape[1]] = im
+        x = torch.from_numpy(canvas).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def _detection(quad: np.ndarray, score: float, layout: int, color: int) -> Detection:
+        q = targets.order_quad(quad)
+        corners = tuple((float(x), float(y)) for x, y in q)
+        return Detection(corners=corners, score=score, layout=LAYOUTS[layout], color=COLORS[color])  # type: ignore[arg-type]

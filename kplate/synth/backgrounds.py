@@ -1,0 +1,132 @@
+"""Background photographs shipped by installed packages, plus procedural clutter.
+
+Photographs come from Debian's ``mate-backgrounds`` (nature and desktop photos, installed by
+``make install``) and from the sample images inside the ``scikit-image`` wheel (brick, grass,
+gravel, street and object photos). Both are optional: without them the generator falls back to
+procedural backgrounds only, and says so once in the log.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEBIAN_DIRS: tuple[Path, ...] = (Path("/usr/share/backgrounds/mate"),)
+SKIMAGE_FILES: tuple[str, ...] = (
+    "astronaut.png",
+    "brick.png",
+    "camera.png",
+    "chelsea.png",
+    "coffee.png",
+    "grass.png",
+    "gravel.png",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "rocket.jpg",
+    "horse.png",
+    "page.png",
+    "text.png",
+    "moon.png",
+    "coins.png",
+    "hubble_deep_field.jpg",
+)
+#: Longest side of a cached background; scenes take random crops of these.
+CACHE_SIDE = 1024
+
+
+def background_files() -> list[Path]:
+    """All background photo files found on this machine, sorted (deterministic order)."""
+    files: list[Path] = []
+    for d in DEBIAN_DIRS:
+        if d.is_dir():
+            files += [p for p in d.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    try:
+        import skimage
+
+        sk = Path(skimage.__file__).parent / "data"
+        files += [sk / n for n in SKIMAGE_FILES if (sk / n).is_file()]
+    except ImportError:
+        pass
+    # several Debian files are the same photo at different sizes: keep one per stem
+    seen: dict[str, Path] = {}
+    for p in sorted(files):
+        stem = p.stem.split("_")[0] if p.parent.name == "abstract" else p.stem
+        seen.setdefault(f"{p.parent.name}/{stem}", p)
+    return sorted(seen.values())
+
+
+@functools.lru_cache(maxsize=1)
+def load_backgrounds() -> tuple[np.ndarray, ...]:
+    """Load every background photo once per process, downscaled to ``CACHE_SIDE``."""
+    out = []
+    for p in background_files():
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR | cv2.IMREAD_REDUCED_COLOR_2)
+        if img is None:
+            log.warning("skipping unreadable background %s", p)
+            continue
+        scale = CACHE_SIDE / max(img.shape[:2])
+        if scale < 1:
+            img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        out.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    if not out:
+        log.warning("no background photographs found; using procedural backgrounds only")
+    return tuple(out)
+
+
+def photo_crop(
+    rng: np.random.Generator, photos: tuple[np.ndarray, ...], w: int, h: int
+) -> np.ndarray:
+    """A random crop of a random photo, resized to ``w x h``, randomly flipped."""
+    src = photos[int(rng.integers(len(photos)))]
+    H, W = src.shape[:2]
+    frac = float(rng.uniform(0.3, 1.0))
+    cw = max(8, int(W * frac))
+    ch = max(8, min(H, int(cw * h / w)))
+    cw = min(W, int(ch * w / h))
+    x0 = int(rng.integers(0, W - cw + 1))
+    y0 = int(rng.integers(0, H - ch + 1))
+    crop = cv2.resize(src[y0 : y0 + ch, x0 : x0 + cw], (w, h), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.5:
+        crop = cv2.flip(crop, 1)
+    return crop
+
+
+def procedural(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    """Gradients, blocks, lines and blobs: a road, wall or car-park look-alike."""
+    c0 = rng.integers(30, 220, size=3).astype(np.float32)
+    c1 = rng.integers(30, 220, size=3).astype(np.float32)
+    t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
+    img = (c0 * (1 - t) + c1 * t) * np.ones((1, w, 1), np.float32)
+    img = np.ascontiguousarray(img.astype(np.uint8))
+    for _ in range(int(rng.integers(3, 14))):
+        color = tuple(int(c) for c in rng.integers(0, 255, size=3))
+        kind = rng.random()
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        if kind < 0.4:
+            x2, y2 = x + int(rng.integers(10, w // 2 + 11)), y + int(rng.integers(10, h // 2 + 11))
+            cv2.rectangle(img, (x, y), (x2, y2), color, -1)
+        elif kind < 0.7:
+            x2, y2 = int(rng.integers(0, w)), int(rng.integers(0, h))
+            cv2.line(img, (x, y), (x2, y2), color, int(rng.integers(1, 8)), lineType=cv2.LINE_AA)
+        else:
+            axes = (int(rng.integers(5, w // 4 + 6)), int(rng.integers(5, h // 4 + 6)))
+            cv2.ellipse(img, (x, y), axes, float(rng.uniform(0, 180)), 0, 360, color, -1)
+    noise = rng.normal(0, float(rng.uniform(2, 12)), size=(h // 4 + 1, w // 4 + 1, 1)).astype(
+        np.float32
+    )
+    noise = np.asarray(cv2.resize(noise, (w, h)), np.float32)[..., None]
+    return np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+
+
+def background(rng: np.random.Generator, w: int, h: int, photo_share: float = 0.65) -> np.ndarray:
+    """A ``h x w x 3`` RGB background: a photo crop or procedural clutter."""
+    photos = load_backgrounds()
+    if photos and rng.random() < photo_share:
+        return photo_crop(rng, photos, w, h)
+    return procedural(rng, w, h)

@@ -1,0 +1,95 @@
+"""Korean fonts installed from Debian packages, and a cache of rendered glyph masks."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+log = logging.getLogger(__name__)
+
+FONT_DIRS: tuple[Path, ...] = (
+    Path("/usr/share/fonts/truetype/nanum"),
+    Path("/usr/share/fonts/truetype/unfonts-core"),
+    Path("/usr/share/fonts/truetype/baekmuk"),
+)
+#: Sans-serif faces close to the plate lettering (the real plate face is a narrow gothic).
+PLATE_FONTS: tuple[str, ...] = (
+    "NanumGothic.ttf",
+    "NanumGothicBold.ttf",
+    "NanumBarunGothic.ttf",
+    "NanumBarunGothicBold.ttf",
+    "NanumSquareR.ttf",
+    "NanumSquareB.ttf",
+    "NanumSquareRoundB.ttf",
+    "NanumGothicCoding.ttf",
+    "NanumGothicCodingBold.ttf",
+    "UnDotum.ttf",
+    "UnDotumBold.ttf",
+    "UnGraphic.ttf",
+    "UnGraphicBold.ttf",
+    "UnDinaru.ttf",
+    "UnDinaruBold.ttf",
+    "dotum.ttf",
+    "gulim.ttf",
+    "hline.ttf",
+)
+#: Faces for distractor text (signs, stickers): anything Korean.
+SIGN_FONTS: tuple[str, ...] = (*PLATE_FONTS, "NanumMyeongjo.ttf", "UnBatang.ttf", "batang.ttf")
+
+GLYPH_PX = 96
+
+
+class FontsMissingError(FileNotFoundError):
+    """No Korean font is installed; ``make install`` installs them."""
+
+
+@functools.lru_cache(maxsize=4)
+def find_fonts(names: tuple[str, ...] = PLATE_FONTS) -> tuple[Path, ...]:
+    """Return the installed font files among ``names``, in the order given.
+
+    Raises:
+        FontsMissingError: none of them is installed.
+    """
+    by_name = {p.name: p for d in FONT_DIRS if d.is_dir() for p in d.glob("*.tt[fc]")}
+    found = tuple(by_name[n] for n in names if n in by_name)
+    if not found:
+        raise FontsMissingError(
+            "no Korean font found in "
+            + ", ".join(str(d) for d in FONT_DIRS)
+            + "; run `make install` (Debian fonts-nanum fonts-unfonts-core fonts-baekmuk)"
+        )
+    return found
+
+
+@functools.lru_cache(maxsize=64)
+def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path, size)
+
+
+@functools.lru_cache(maxsize=8192)
+def glyph(path: str, char: str) -> np.ndarray:
+    """The ink of ``char`` in font ``path`` as a tight ``uint8`` mask (0..255), cached."""
+    font = _font(path, GLYPH_PX)
+    left, top, right, bottom = font.getbbox(char)
+    w, h = max(1, right - left), max(1, bottom - top)
+    img = Image.new("L", (int(w) + 4, int(h) + 4), 0)
+    ImageDraw.Draw(img).text((2 - left, 2 - top), char, font=font, fill=255)
+    arr = np.asarray(img)
+    ys, xs = np.nonzero(arr > 8)
+    if len(xs) == 0:
+        return np.zeros((1, 1), np.uint8)
+    return np.ascontiguousarray(arr[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+
+
+@functools.lru_cache(maxsize=2048)
+def text_mask(path: str, text: str, height: int) -> np.ndarray:
+    """Render a whole line of text at ``height`` pixels (for distractor signs)."""
+    font = _font(path, max(6, height))
+    left, top, right, bottom = font.getbbox(text)
+    img = Image.new("L", (int(max(1, right - left)) + 4, int(max(1, bottom - top)) + 4), 0)
+    ImageDraw.Draw(img).text((2 - left, 2 - top), text, font=font, fill=255)
+    return np.asarray(img)

@@ -1,0 +1,447 @@
+"""Full synthetic scenes (plates on car-like fronts and rears) and rectified plate crops.
+
+Every sample is a pure function of ``(seed, index)``: the same pair gives the same pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from kplate.plates import PlateText
+from kplate.synth import backgrounds, effects, fonts
+from kplate.synth.plate import PlateStyle, pick_style, render_plate, text_for
+
+Corners = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
+
+#: Probability of 0, 1, 2, 3, 4 plates in a scene.
+PLATE_COUNT_P = (0.08, 0.52, 0.22, 0.11, 0.07)
+
+
+@dataclass(frozen=True)
+class PlateLabel:
+    """Ground truth of one plate in an image (pixels of that image)."""
+
+    text: PlateText
+    layout: str
+    color: str
+    style: str
+    corners: Corners  # clockwise from top-left
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """The axis-aligned hull of the corners ``(x1, y1, x2, y2)``."""
+        xs = [p[0] for p in self.corners]
+        ys = [p[1] for p in self.corners]
+        return (min(xs), min(ys), max(xs), max(ys))
+
+    def to_json(self) -> dict[str, Any]:
+        """The row fields of ``labels.jsonl`` (without ``file`` and ``kind``)."""
+        t = self.text
+        return {
+            "text": t.text,
+            "box": [round(v, 1) for v in self.box],
+            "layout": self.layout,
+            "color": self.color,
+            "corners": [[round(x, 1), round(y, 1)] for x, y in self.corners],
+            "region": t.region,
+            "type_number": t.type_number,
+            "use_char": t.use_char,
+            "serial": t.serial,
+            "style": self.style,
+        }
+
+
+@dataclass(frozen=True)
+class Sample:
+    """An image (RGB ``uint8``) and the plates in it."""
+
+    image: np.ndarray
+    plates: tuple[PlateLabel, ...] = field(default_factory=tuple)
+
+
+def sample_rng(seed: int, index: int, kind: str) -> np.random.Generator:
+    """The generator of sample ``index``: independent of workers and of other samples."""
+    return np.random.default_rng([seed, index, 0 if kind == "scenes" else 1])
+
+
+# ---------------------------------------------------------------- geometry
+
+
+def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    cp, sp = math.cos(pitch), math.sin(pitch)
+    cr, sr = math.cos(roll), math.sin(roll)
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+    rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
+    return rz @ rx @ ry
+
+
+def _project(points: np.ndarray, rot: np.ndarray, dist: float) -> np.ndarray:
+    """Pinhole projection of planar points (x, y, 0) rotated by ``rot`` at distance ``dist``."""
+    p3 = np.concatenate([points, np.zeros((len(points), 1))], axis=1) @ rot.T
+    z = p3[:, 2] + dist
+    return p3[:, :2] * (dist / z)[:, None]
+
+
+def _view(
+    rng: np.random.Generator, max_yaw: float = 35, max_pitch: float = 15, max_roll: float = 8
+) -> tuple[np.ndarray, float]:
+    yaw = math.radians(float(rng.uniform(-max_yaw, max_yaw)) * (1.0 if rng.random() < 0.6 else 0.4))
+    pitch = math.radians(float(rng.uniform(-max_pitch, max_pitch)))
+    roll = math.radians(float(rng.normal(0, max_roll / 2.5)))
+    roll = max(-math.radians(max_roll), min(math.radians(max_roll), roll))
+    return _rotation(yaw, pitch, roll), float(rng.uniform(2.5, 8.0))
+
+
+# ---------------------------------------------------------------- car patch
+
+
+def _car_patch(
+    rng: np.random.Generator, plate: np.ndarray, with_car: bool
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Surround a plate image with a frame and (optionally) a car-like front or rear.
+
+    Returns the patch and the plate's top-left offset inside it.
+    """
+    ph, pw = plate.shape[:2]
+    frame = max(1, round(pw * float(rng.uniform(0.0, 0.03)))) if rng.random() < 0.6 else 0
+    if not with_car:
+        m = round(pw * float(rng.uniform(0.02, 0.12)))
+        H, W = ph + 2 * m, pw + 2 * m
+        patch = np.empty((H, W, 3), np.uint8)
+        patch[:] = rng.integers(0, 255, size=3)
+        ox, oy = m, m
+    else:
+        W = int(pw * float(rng.uniform(2.2, 4.0)))
+        H = int(max(ph * 3.0, pw * float(rng.uniform(0.9, 1.6))))
+        body = tuple(int(c) for c in rng.integers(10, 250, size=3))
+        patch = np.empty((H, W, 3), np.uint8)
+        patch[:] = body
+        shade = np.linspace(
+            float(rng.uniform(-40, 0)), float(rng.uniform(0, 40)), H, dtype=np.float32
+        )
+        patch = np.clip(patch.astype(np.float32) + shade[:, None, None], 0, 255).astype(np.uint8)
+        ox = int((W - pw) / 2 + float(rng.uniform(-0.08, 0.08)) * W)
+        oy = int(H * float(rng.uniform(0.5, 0.72)))
+        oy = min(oy, H - ph - 2)
+        # bumper band, lights, grille or rear window
+        dark = tuple(int(c) for c in rng.integers(10, 70, size=3))
+        by0 = max(0, oy - int(ph * 0.4))
+        cv2.rectangle(patch, (0, by0), (W, min(H, oy + int(ph * 1.5))), dark, -1)
+        lw, lh = int(W * 0.16), int(ph * float(rng.uniform(0.6, 1.2)))
+        ly = max(0, by0 - lh - int(ph * 0.3))
+        lc = (240, 240, 220) if rng.random() < 0.5 else (200, 30, 30)
+        for lx in (int(W * 0.05), int(W * 0.79)):
+            cv2.ellipse(patch, (lx + lw // 2, ly + lh // 2), (lw // 2, lh // 2), 0, 0, 360, lc, -1)
+        gy0 = max(0, ly - int(ph * 0.2))
+        if rng.random() < 0.5:
+            cv2.rectangle(patch, (int(W * 0.3), gy0), (int(W * 0.7), by0), (30, 30, 30), -1)
+            for gx in range(int(W * 0.3), int(W * 0.7), max(3, W // 40)):
+                cv2.line(patch, (gx, gy0), (gx, by0), (90, 90, 90), 1)
+        else:
+            cv2.rectangle(
+                patch, (int(W * 0.15), 0), (int(W * 0.85), max(1, gy0 - ph)), (40, 50, 60), -1
+            )
+        if rng.random() < 0.3:  # a sticker or dealer badge with digits near the plate
+            _draw_text_box(
+                rng,
+                patch,
+                int(W * float(rng.uniform(0.05, 0.6))),
+                max(0, oy - 2 * ph),
+                max(6, ph // 3),
+            )
+    if frame:
+        fc = (15, 15, 15) if rng.random() < 0.7 else (180, 180, 185)
+        cv2.rectangle(patch, (ox - frame, oy - frame), (ox + pw + frame, oy + ph + frame), fc, -1)
+    patch[oy : oy + ph, ox : ox + pw] = plate
+    return patch, (float(ox), float(oy))
+
+
+# ---------------------------------------------------------------- distractors
+
+_SIGN_WORDS = (
+    "주차금지",
+    "출입구",
+    "안전운전",
+    "대리운전",
+    "세차장",
+    "카센터",
+    "주유소",
+    "편의점",
+    "약국",
+    "병원",
+    "서울시청",
+    "정비",
+    "타이어",
+    "배달",
+    "택시",
+    "학원",
+    "부동산",
+    "커피",
+    "치킨",
+    "렌터카",
+    "공영주차장",
+    "견인지역",
+    "어린이보호구역",
+    "우회전",
+    "EXIT",
+    "PARKING",
+    "SALE",
+)
+
+
+def _distractor_text(rng: np.random.Generator) -> str:
+    r = rng.random()
+    if r < 0.3:
+        return f"010-{int(rng.integers(1000, 10000))}-{int(rng.integers(1000, 10000))}"
+    if r < 0.45:
+        return f"{int(rng.integers(2, 100))}-{int(rng.integers(100, 10000))}"
+    if r < 0.6:
+        return str(int(rng.integers(1000, 100000)))
+    if r < 0.8:
+        return str(rng.choice(_SIGN_WORDS))
+    return f"{rng.choice(_SIGN_WORDS)} {int(rng.integers(1, 1000))}"
+
+
+def _draw_text_box(rng: np.random.Generator, img: np.ndarray, x: int, y: int, height: int) -> None:
+    """A sign or sticker: a coloured box with non-plate text on it."""
+    text = _distractor_text(rng)
+    font = fonts.find_fonts(fonts.SIGN_FONTS)
+    path = str(font[int(rng.integers(len(font)))])
+    mask = fonts.text_mask(path, text, height)
+    mh, mw = mask.shape
+    pad = max(2, height // 4)
+    H, W = img.shape[:2]
+    x1, y1 = min(W, x + mw + 2 * pad), min(H, y + mh + 2 * pad)
+    if x1 - x <= 2 * pad or y1 - y <= 2 * pad:
+        return
+    bg = tuple(int(c) for c in rng.integers(0, 255, size=3))
+    ink = (
+        tuple(255 - c for c in bg)
+        if rng.random() < 0.8
+        else tuple(int(c) for c in rng.integers(0, 255, size=3))
+    )
+    if rng.random() < 0.8:
+        cv2.rectangle(img, (x, y), (x1, y1), bg, -1)
+    sub = img[y + pad : y1 - pad, x + pad : x1 - pad]
+    m = mask[: sub.shape[0], : sub.shape[1]].astype(np.float32)[..., None] / 255.0
+    sub[:] = (sub.astype(np.float32) * (1 - m) + np.array(ink, np.float32) * m).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- placing a plate
+
+
+def _place(
+    rng: np.random.Generator,
+    canvas: np.ndarray,
+    protect: np.ndarray,
+    style: PlateStyle,
+    plate_text: PlateText,
+    target_w: float,
+    center: tuple[float, float] | None,
+    with_car: bool,
+    view: tuple[np.ndarray, float] | None = None,
+) -> Corners | None:
+    """Render a plate of ``target_w`` pixels, put it in perspective on ``canvas``.
+
+    Pixels where ``protect`` is set (earlier plates) are not painted. Returns the plate
+    corners, or ``None`` when it does not fit inside the canvas.
+    """
+    H, W = canvas.shape[:2]
+    px_per_mm = max(0.08, target_w * float(rng.uniform(1.0, 1.4)) / style.size_mm[0])
+    plate = render_plate(rng, style, plate_text, px_per_mm).image
+    if rng.random() < 0.25:
+        plate = effects.dirt(rng, plate)
+    patch, (ox, oy) = _car_patch(rng, plate, with_car)
+    ph, pw = plate.shape[:2]
+    rot, dist_k = view if view is not None else _view(rng)
+    # patch coordinates centred on the plate centre
+    cx0, cy0 = ox + pw / 2, oy + ph / 2
+    ph_, pw_ = patch.shape[:2]
+    src_patch = np.array([[0, 0], [pw_, 0], [pw_, ph_], [0, ph_]], np.float64)
+    src_plate = np.array([[ox, oy], [ox + pw, oy], [ox + pw, oy + ph], [ox, oy + ph]], np.float64)
+    centred = lambda a: a - np.array([cx0, cy0])  # noqa: E731
+    dist = dist_k * pw
+    proj_plate = _project(centred(src_plate), rot, dist)
+    proj_patch = _project(centred(src_patch), rot, dist)
+    width_now = float(np.linalg.norm(proj_plate[1] - proj_plate[0]))
+    scale = target_w / max(width_now, 1e-6)
+    proj_plate *= scale
+    proj_patch *= scale
+    lo, hi = proj_plate.min(0), proj_plate.max(0)
+    if hi[0] - lo[0] > W - 4 or hi[1] - lo[1] > H - 4:
+        return None
+    if center is None:
+        cx = float(rng.uniform(2 - lo[0], W - 2 - hi[0]))
+        cy = float(rng.uniform(2 - lo[1], H - 2 - hi[1]))
+    else:
+        cx = float(np.clip(center[0], 2 - lo[0], W - 2 - hi[0]))
+        cy = float(np.clip(center[1], 2 - lo[1], H - 2 - hi[1]))
+    dst_plate = proj_plate + np.array([cx, cy])
+    dst_patch = proj_patch + np.array([cx, cy])
+    # warp only the part of the canvas the patch covers
+    x0 = int(max(0, math.floor(dst_patch[:, 0].min())))
+    y0 = int(max(0, math.floor(dst_patch[:, 1].min())))
+    x1 = int(min(W, math.ceil(dst_patch[:, 0].max()) + 1))
+    y1 = int(min(H, math.ceil(dst_patch[:, 1].max()) + 1))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    M = cv2.getPerspectiveTransform(
+        src_patch.astype(np.float32), (dst_patch - [x0, y0]).astype(np.float32)
+    )
+    size = (x1 - x0, y1 - y0)
+    warped = cv2.warpPerspective(
+        patch, M, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    alpha = cv2.warpPerspective(
+        np.full(patch.shape[:2], 255, np.uint8), M, size, flags=cv2.INTER_LINEAR
+    )
+    a = alpha.astype(np.float32)[..., None] / 255.0
+    a *= (protect[y0:y1, x0:x1] == 0)[..., None]
+    region = canvas[y0:y1, x0:x1]
+    region[:] = (region * (1 - a) + warped * a).astype(np.uint8)
+    return tuple((float(x), float(y)) for x, y in dst_plate)  # type: ignore[return-value]
+
+
+def _occlude(rng: np.random.Generator, img: np.ndarray, corners: Corners) -> None:
+    """Cover a small part of a plate (a wiper, a hitch, a leaf)."""
+    pts = np.array(corners)
+    x0, y0 = pts.min(0)
+    x1, y1 = pts.max(0)
+    w, h = x1 - x0, y1 - y0
+    ow, oh = w * float(rng.uniform(0.05, 0.18)), h * float(rng.uniform(0.2, 0.7))
+    ox = x0 + (float(rng.uniform(-0.05, 0.05)) * w if rng.random() < 0.5 else w - ow)
+    oy = y0 + float(rng.uniform(0, h - oh))
+    color = tuple(int(c) for c in rng.integers(0, 255, size=3))
+    cv2.rectangle(img, (int(ox), int(oy)), (int(ox + ow), int(oy + oh)), color, -1)
+
+
+# ---------------------------------------------------------------- public API
+
+
+def render_scene(seed: int, index: int, width: int = 640, height: int = 640) -> Sample:
+    """Render scene ``index`` of ``seed``: background, 0-4 plated cars, distractors, camera."""
+    rng = sample_rng(seed, index, "scenes")
+    img = backgrounds.background(rng, width, height)
+    for _ in range(int(rng.integers(0, 4)) if rng.random() < 0.7 else 0):
+        _draw_text_box(
+            rng,
+            img,
+            int(rng.integers(0, width - 20)),
+            int(rng.integers(0, height - 20)),
+            int(rng.integers(8, max(9, height // 10))),
+        )
+    n = int(rng.choice(len(PLATE_COUNT_P), p=PLATE_COUNT_P))
+    protect = np.zeros((height, width), np.uint8)
+    labels: list[PlateLabel] = []
+    # farther (smaller) plates first, so nearer cars are drawn over them
+    widths = sorted(
+        float(np.exp(rng.uniform(np.log(0.03), np.log(0.6 if n <= 1 else 0.35)))) * width
+        for _ in range(n)
+    )
+    for width0 in widths:
+        style = pick_style(rng)
+        plate_text = text_for(rng, style)
+        target_w = width0
+        for _attempt in range(4):
+            corners = _place(
+                rng, img, protect, style, plate_text, target_w, None, with_car=rng.random() < 0.75
+            )
+            if corners is not None:
+                break
+            target_w *= 0.7
+        if corners is None:
+            continue
+        pts = np.array(corners, np.float64)
+        cv2.fillConvexPoly(protect, np.round(pts).astype(np.int32), 1)
+        labels.append(PlateLabel(plate_text, style.layout, style.color, style.name, corners))
+        if rng.random() < 0.08:
+            _occlude(rng, img, corners)
+        if rng.random() < 0.08:
+            c = pts.mean(0)
+            img = effects.glare(
+                rng, img, (float(c[0]), float(c[1])), float(np.ptp(pts[:, 0])) * 0.6
+            )
+    img = effects.degrade(rng, img)
+    return Sample(image=np.ascontiguousarray(img), plates=tuple(labels))
+
+
+def jitter_corners(
+    rng: np.random.Generator,
+    corners: np.ndarray,
+    amount: float = 0.04,
+    expand: tuple[float, float] = (-0.02, 0.12),
+) -> np.ndarray:
+    """Perturb plate corners like a detector would: per-corner noise and a margin."""
+    c = np.asarray(corners, np.float64)
+    w = np.linalg.norm(c[1] - c[0])
+    h = np.linalg.norm(c[3] - c[0])
+    center = c.mean(0)
+    e = float(rng.uniform(*expand))
+    ey = e + float(rng.uniform(0, 0.05))
+    out = center + (c - center) * np.array([1 + e, 1 + ey])
+    out += rng.normal(0, 1, size=(4, 2)) * np.array([w * amount / 2, h * amount])
+    return out
+
+
+def rectify(img: np.ndarray, corners: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Warp the quadrilateral ``corners`` (TL, TR, BR, BL) of ``img`` to a ``size=(w, h)`` image."""
+    w, h = size
+    dst = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    M = cv2.getPerspectiveTransform(np.asarray(corners, np.float32), dst)
+    return cv2.warpPerspective(
+        img, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+def render_crop(seed: int, index: int, size: tuple[int, int] | None = None) -> Sample:
+    """Render a rectified plate crop, as the reader sees one after detection.
+
+    The plate is placed in perspective on a small scene, degraded, then warped back with
+    jittered corners (detector error, crop margins). ``size=(w, h)`` fixes the output size;
+    by default the crop keeps the plate's aspect at a random resolution.
+    """
+    rng = sample_rng(seed, index, "crops")
+    style = pick_style(rng)
+    plate_text = text_for(rng, style)
+    target_w = float(np.exp(rng.uniform(np.log(36), np.log(260))))
+    aspect = style.size_mm[1] / style.size_mm[0]
+    cw = int(target_w * 1.7) + 8
+    ch = int(target_w * aspect * 2.2) + 8
+    canvas = backgrounds.background(rng, cw, ch, photo_share=0.5)
+    protect = np.zeros((ch, cw), np.uint8)
+    view = _view(rng, max_yaw=30, max_pitch=12, max_roll=6)
+    corners = _place(
+        rng,
+        canvas,
+        protect,
+        style,
+        plate_text,
+        target_w,
+        (cw / 2, ch / 2),
+        with_car=rng.random() < 0.5,
+        view=view,
+    )
+    if corners is None:  # cannot happen with this canvas size, but stay safe
+        raise RuntimeError(f"crop {index} of seed {seed}: plate did not fit")
+    if rng.random() < 0.06:
+        _occlude(rng, canvas, corners)
+    if rng.random() < 0.06:
+        c = np.array(corners).mean(0)
+        canvas = effects.glare(rng, canvas, (float(c[0]), float(c[1])), target_w * 0.4)
+    canvas = effects.degrade(rng, canvas, strength=0.8)
+    quad = jitter_corners(rng, np.array(corners))
+    if size is None:
+        h = int(np.clip(target_w * aspect * float(rng.uniform(0.9, 1.3)), 16, 160))
+        size = (max(16, int(h / aspect)), h)
+    crop = rectify(canvas, quad, size)
+    w, h = size
+    full = ((0.0, 0.0), (float(w), 0.0), (float(w), float(h)), (0.0, float(h)))
+    label = PlateLabel(plate_text, style.layout, style.color, style.name, full)
+    return Sample(image=crop, plates=(label,))

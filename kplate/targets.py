@@ -1,0 +1,162 @@
+"""Pure encode/decode functions between plate geometry and model outputs (no model needed).
+
+Detector maps (stride ``STRIDE``): channel 0 the centre heatmap logit, channels 1-8 the 4
+corners as offsets from the cell centre in cells (x0, y0, ..., x3, y3), then the layout and
+colour logits. Reader slots: left-aligned character indices, padded with 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from kplate.plates import COLORS, LAYOUTS
+
+Quad = np.ndarray  # (4, 2) float, clockwise from top-left
+
+
+# ---------------------------------------------------------------- reader
+
+
+def encode_text(text: str, alphabet: str, max_len: int) -> np.ndarray:
+    """Text to ``max_len`` slot indices (0 = padding).
+
+    Raises:
+        ValueError: a character is not in the alphabet, or the text is too long.
+    """
+    if len(text) > max_len:
+        raise ValueError(f"text {text!r} is longer than {max_len} slots")
+    index = {ch: i for i, ch in enumerate(alphabet)}
+    out = np.zeros(max_len, np.int64)
+    for i, ch in enumerate(text):
+        if ch not in index or ch == alphabet[0]:
+            raise ValueError(f"character {ch!r} of {text!r} is not in the reader alphabet")
+        out[i] = index[ch]
+    return out
+
+
+def decode_slots(probs: np.ndarray, alphabet: str) -> tuple[str, float]:
+    """Slot probabilities ``(max_len, V)`` to ``(text, confidence)``.
+
+    Reading stops at the first padding slot; the confidence is the product of the chosen
+    probabilities of every slot (so a likely extra character lowers it too).
+    """
+    best = probs.argmax(axis=1)
+    conf = float(np.prod(probs[np.arange(len(best)), best]))
+    chars = []
+    for i in best:
+        if i == 0:
+            break
+        chars.append(alphabet[int(i)])
+    return "".join(chars), conf
+
+
+# ---------------------------------------------------------------- detector
+
+
+def encode_detections(
+    quads: Sequence[Quad],
+    layouts: Sequence[str],
+    colors: Sequence[str],
+    out_hw: tuple[int, int],
+    stride: int,
+) -> dict[str, np.ndarray]:
+    """Training targets for one image.
+
+    Returns ``heat`` ``(h, w)`` Gaussian peaks at plate centres, and per plate ``index``
+    (flat cell index), ``offsets`` ``(8,)`` in cells, ``scale`` (plate diagonal in cells),
+    ``layout`` and ``color`` class indices. Plates whose centre falls outside are dropped.
+    """
+    h, w = out_hw
+    heat = np.zeros((h, w), np.float32)
+    idx, offs, scales, lays, cols = [], [], [], [], []
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    for q, lay, col in zip(quads, layouts, colors, strict=True):
+        c = np.asarray(q, np.float32) / stride
+        center = c.mean(0)
+        cx, cy = int(np.floor(center[0])), int(np.floor(center[1]))
+        if not (0 <= cx < w and 0 <= cy < h):
+            continue
+        bw = float(c[:, 0].max() - c[:, 0].min())
+        bh = float(c[:, 1].max() - c[:, 1].min())
+        sx, sy = max(0.5, bw / 6), max(0.5, bh / 6)
+        g = np.exp(-(((xs - cx) ** 2) / (2 * sx * sx) + ((ys - cy) ** 2) / (2 * sy * sy)))
+        np.maximum(heat, g, out=heat)
+        idx.append(cy * w + cx)
+        offs.append((c - np.array([cx + 0.5, cy + 0.5], np.float32)).reshape(-1))
+        scales.append(max(1.0, float(np.hypot(bw, bh))))
+        lays.append(LAYOUTS.index(lay))
+        cols.append(COLORS.index(col))
+    n = len(idx)
+    return {
+        "heat": heat,
+        "index": np.array(idx, np.int64).reshape(n),
+        "offsets": np.array(offs, np.float32).reshape(n, 8),
+        "scale": np.array(scales, np.float32).reshape(n),
+        "layout": np.array(lays, np.int64).reshape(n),
+        "color": np.array(cols, np.int64).reshape(n),
+    }
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def quad_iou_boxes(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of the axis-aligned hulls of two quads (or two ``[x1, y1, x2, y2]`` boxes)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    ba = a if a.shape == (4,) else np.r_[a.min(0), a.max(0)]
+    bb = b if b.shape == (4,) else np.r_[b.min(0), b.max(0)]
+    iw = max(0.0, min(ba[2], bb[2]) - max(ba[0], bb[0]))
+    ih = max(0.0, min(ba[3], bb[3]) - max(ba[1], bb[1]))
+    inter = iw * ih
+    union = (ba[2] - ba[0]) * (ba[3] - ba[1]) + (bb[2] - bb[0]) * (bb[3] - bb[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def decode_detections(
+    out: np.ndarray,
+    stride: int,
+    score_threshold: float,
+    nms_iou: float,
+    max_plates: int,
+) -> list[tuple[Quad, float, int, int]]:
+    """One image's raw detector output ``(C, h, w)`` to ``[(quad_px, score, layout, color)]``.
+
+    Peaks are local maxima of the heatmap (3x3) above the threshold; overlapping quads are
+    suppressed by box IoU, best score first.
+    """
+    heat = _sigmoid(out[0])
+    h, w = heat.shape
+    pad = np.pad(heat, 1, constant_values=0)
+    neigh = np.max(
+        np.stack([pad[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]), axis=0
+    )
+    peaks = np.argwhere((heat >= neigh) & (heat >= score_threshold))
+    order = np.argsort(-heat[peaks[:, 0], peaks[:, 1]]) if len(peaks) else np.array([], np.int64)
+    kept: list[tuple[Quad, float, int, int]] = []
+    n_layout = len(LAYOUTS)
+    for k in order:
+        cy, cx = peaks[k]
+        offs = out[1:9, cy, cx].reshape(4, 2)
+        quad = (offs + np.array([cx + 0.5, cy + 0.5])) * stride
+        if any(quad_iou_boxes(quad, q) > nms_iou for q, *_ in kept):
+            continue
+        lay = int(out[9 : 9 + n_layout, cy, cx].argmax())
+        col = int(out[9 + n_layout :, cy, cx].argmax())
+        kept.append((quad.astype(np.float64), float(heat[cy, cx]), lay, col))
+        if len(kept) >= max_plates:
+            break
+    return kept
+
+
+def order_quad(quad: np.ndarray) -> np.ndarray:
+    """Reorder 4 points clockwise from top-left (by angle around the centre)."""
+    q = np.asarray(quad, np.float64)
+    c = q.mean(0)
+    ang = np.arctan2(q[:, 1] - c[1], q[:, 0] - c[0])
+    q = q[np.argsort(ang)]  # clockwise in image coordinates (y down), starting near -pi
+    start = int(np.argmin(q.sum(1)))
+    return np.roll(q, -start, axis=0)

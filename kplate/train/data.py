@@ -1,0 +1,159 @@
+"""Training data: synthetic samples rendered once in worker processes, held in memory."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from kplate import targets
+from kplate.config import ReaderConfig
+from kplate.synth.dataset import default_workers
+from kplate.synth.scene import render_crop, render_scene
+
+
+@dataclass(frozen=True)
+class _SceneTask:
+    seed: int
+    size: int
+
+    def __call__(self, index: int) -> tuple[np.ndarray, list[np.ndarray], list[str], list[str]]:
+        s = render_scene(self.seed, index, self.size, self.size)
+        return (
+            s.image,
+            [np.asarray(p.corners, np.float32) for p in s.plates],
+            [p.layout for p in s.plates],
+            [p.color for p in s.plates],
+        )
+
+
+@dataclass(frozen=True)
+class _CropTask:
+    seed: int
+    size: tuple[int, int]
+
+    def __call__(self, index: int) -> tuple[np.ndarray, str]:
+        s = render_crop(self.seed, index, self.size)
+        return s.image, s.plates[0].text.text
+
+
+def _render_all(
+    task: Callable[[int], object], count: int, desc: str, workers: int | None, progress: bool
+) -> list:
+    workers = workers or default_workers()
+    if workers <= 1:
+        return [task(i) for i in tqdm(range(count), desc=desc, disable=not progress)]
+    ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        it = pool.map(task, range(count), chunksize=32)
+        return list(tqdm(it, total=count, desc=desc, disable=not progress))
+
+
+class SceneDataset(Dataset):
+    """Scenes with detector targets, rendered up front."""
+
+    def __init__(
+        self,
+        seed: int,
+        count: int,
+        size: int,
+        stride: int,
+        workers: int | None = None,
+        progress: bool = True,
+    ) -> None:
+        rows = _render_all(
+            _SceneTask(seed, size), count, f"render scenes (seed {seed})", workers, progress
+        )
+        self.images = np.stack([r[0] for r in rows])
+        self.quads = [r[1] for r in rows]
+        self.layouts = [r[2] for r in rows]
+        self.colors = [r[3] for r in rows]
+        self.size = size
+        self.stride = stride
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = self.size // self.stride
+        t = targets.encode_detections(
+            self.quads[i], self.layouts[i], self.colors[i], (out, out), self.stride
+        )
+        img = torch.from_numpy(self.images[i]).permute(2, 0, 1)
+        return img, {k: torch.from_numpy(v) for k, v in t.items()}
+
+
+def collate_scenes(
+    batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Stack images and heatmaps; concatenate per-plate targets with their image index."""
+    imgs = torch.stack([b[0] for b in batch])
+    t: dict[str, torch.Tensor] = {"heat": torch.stack([b[1]["heat"] for b in batch])}
+    for key in ("index", "offsets", "scale", "layout", "color"):
+        t[key] = torch.cat([b[1][key] for b in batch])
+    t["image"] = torch.cat(
+        [torch.full((len(b[1]["index"]),), n, dtype=torch.int64) for n, b in enumerate(batch)]
+    )
+    return imgs, t
+
+
+class CropDataset(Dataset):
+    """Rectified plate crops at the reader's input size, with slot targets."""
+
+    def __init__(
+        self,
+        seed: int,
+        count: int,
+        cfg: ReaderConfig,
+        workers: int | None = None,
+        progress: bool = True,
+        augment: bool = True,
+    ) -> None:
+        rows = _render_all(
+            _CropTask(seed, (cfg.width, cfg.height)),
+            count,
+            f"render crops (seed {seed})",
+            workers,
+            progress,
+        )
+        self.images = np.stack([r[0] for r in rows])
+        self.texts = [r[1] for r in rows]
+        self.labels = np.stack(
+            [targets.encode_text(t, cfg.alphabet, cfg.max_len) for t in self.texts]
+        )
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img = torch.from_numpy(self.images[i]).permute(2, 0, 1)
+        return img, torch.from_numpy(self.labels[i])
+
+
+def to_float(
+    imgs: torch.Tensor, augment: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``uint8`` ``(B, 3, H, W)`` to float in [0, 1]; with ``augment``, random gray, contrast
+    and brightness per image (cheap, on the batch)."""
+    x = imgs.float().div_(255.0)
+    if not augment:
+        return x
+    b = x.shape[0]
+    gray = torch.rand(b, generator=generator) < 0.2
+    if gray.any():
+        g = x[gray].mean(1, keepdim=True)
+        x[gray] = g.expand(-1, 3, -1, -1)
+    c = torch.empty(b, 1, 1, 1).uniform_(0.7, 1.3, generator=generator)
+    m = x.mean((1, 2, 3), keepdim=True)
+    x = (x - m) * c + m + torch.empty(b, 1, 1, 1).uniform_(-0.12, 0.12, generator=generator)
+    invert = torch.rand(b, generator=generator) < 0.05
+    x[invert] = 1 - x[invert]
+    return x.clamp_(0, 1)

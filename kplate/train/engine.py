@@ -1,0 +1,174 @@
+"""The training loop shared by the detector and the reader: steps, checkpoints, curves."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: training stops instead of writing garbage."""
+
+
+@dataclass
+class TrainArgs:
+    """Options of one training run (stored in every checkpoint)."""
+
+    task: str
+    out: str
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 1e-4
+    warmup: int = 200
+    val_every: int = 500
+    seed: int = 0
+    train_count: int = 10000
+    val_count: int = 500
+    threads: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "train_count", "val_count", "val_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}"
+                )
+        if not (0 < self.lr < 1):
+            raise ValueError(f"--lr must be in (0, 1), got {self.lr}")
+
+
+def cycle(loader: DataLoader) -> Iterator[Any]:
+    """Iterate a loader forever (a new shuffle each pass)."""
+    while True:
+        yield from loader
+
+
+def lr_factor(step: int, steps: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 2% of the peak."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    args: TrainArgs,
+    step: int,
+    history: list[dict[str, float]],
+) -> None:
+    """One dict: model, optimizer, scheduler, args, step and the metric history."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "args": asdict(args),
+            "step": step,
+            "history": history,
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def plot_curves(history: list[dict[str, float]], out: Path) -> None:
+    """Training loss and validation metrics against the step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    tr = [h for h in history if "loss" in h]
+    a.plot([h["step"] for h in tr], [h["loss"] for h in tr], lw=0.8)
+    a.set(xlabel="step", ylabel="train loss", yscale="log", title="training loss")
+    va = [h for h in history if "val" in h]
+    keys = sorted({k for h in va for k in h if k not in ("step", "val")})
+    for k in keys:
+        b.plot([h["step"] for h in va if k in h], [h[k] for h in va if k in h], marker="o", label=k)
+    b.set(xlabel="step", title="validation (held-out synthetic)")
+    if keys:
+        b.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def train(
+    args: TrainArgs,
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]],
+    validate: Callable[[nn.Module], dict[str, float]],
+    resume: Path | None = None,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Run ``args.steps`` optimiser steps; validate every ``args.val_every``; checkpoint each time.
+
+    Writes ``last.ckpt``, ``model.pt`` (the state_dict of the last step), ``history.json`` and
+    ``curves.png`` into ``args.out``.
+    """
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, args.steps, args.warmup))
+    step, history = 0, []
+    if resume is not None:
+        ck = torch.load(resume, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        step, history = int(ck["step"]), list(ck["history"])
+        log.info("resumed %s at step %d", resume, step)
+    model.train()
+    batches = cycle(loader)
+    bar = tqdm(total=args.steps, initial=step, desc=f"train {args.task}", disable=not progress)
+    t0, running = time.time(), 0.0
+    while step < args.steps:
+        batch = next(batches)
+        loss, parts = loss_fn(model, batch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"loss is {loss.item()} at step {step}: {parts}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        sched.step()
+        step += 1
+        running = 0.9 * running + 0.1 * loss.item() if step > 1 else loss.item()
+        if step % 20 == 0:
+            history.append({"step": step, "loss": running, **parts})
+            bar.set_postfix(loss=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        bar.update(1)
+        if step % args.val_every == 0 or step == args.steps:
+            model.eval()
+            with torch.inference_mode():
+                metrics = validate(model)
+            model.train()
+            history.append({"step": step, "val": 1.0, **metrics})
+            log.info("step %d (%.0f s): %s", step, time.time() - t0, json.dumps(metrics))
+            save_checkpoint(out / "last.ckpt", model, opt, sched, args, step, history)
+            torch.save(model.state_dict(), out / "model.pt")
+            (out / "history.json").write_text(json.dumps(history, indent=1))
+            plot_curves(history, out / "curves.png")
+    bar.close()
+    return history

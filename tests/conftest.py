@@ -1,0 +1,31 @@
+"""Shared fixtures: paths, the real-dev folder (optional) and a loaded recognizer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from kplate import Recognizer
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DEV = Path(os.environ.get("KPLATE_REAL_DEV", ROOT.parent / "shared" / "real-dev"))
+SAMPLES = ROOT / "tests" / "data" / "synthetic"
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def recognizer() -> Recognizer:
+    """The shipped weights on CPU (loaded once per test session)."""
+    return Recognizer.load(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def real_dev() -> Path:
+    """``../shared/real-dev`` when present; tests using it skip cleanly otherwise."""
+    if not (REAL_DEV / "labels.jsonl").is_file():
+        pytest.skip(f"real-dev photos not present at {REAL_DEV}")
+    return REAL_DEV

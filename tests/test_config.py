@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kplate.config import CONFIG_DIR, load_config
+from kplate.errors import ConfigError
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.reader.alphabet[0] == "_"
+    assert len(set(cfg.reader.alphabet)) == len(cfg.reader.alphabet)
+
+
+def test_unknown_key_fails(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("detector:\n  scor_threshold: 0.5\n")
+    with pytest.raises(ConfigError, match="scor_threshold"):
+        load_config(p)
+
+
+def test_bad_value_fails(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("reader:\n  height: 63\n")
+    with pytest.raises(ConfigError, match="height"):
+        load_config(p)
+
+
+def test_missing_file_fails(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")

@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kplate import plates
+from kplate.synth import SynthJob, render_crop, render_scene, write_dataset
+from kplate.synth.plate import STYLES, PlateStyle, render_plate, text_for
+
+
+@pytest.mark.parametrize("style", STYLES, ids=lambda s: s.name)
+def test_every_style_gives_legal_parseable_texts(style: PlateStyle) -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        t = text_for(rng, style)
+        parsed = plates.parse(t.text)
+        assert parsed is not None, t.text
+        assert (parsed.region, parsed.type_number, parsed.use_char, parsed.serial) == (
+            t.region,
+            t.type_number,
+            t.use_char,
+            t.serial,
+        )
+        # legal unless the use syllable is one of the deliberate unusual ones
+        if t.use_char not in plates.UNUSUAL_USE_CHARS:
+            assert plates.is_valid(t.text), t.text
+    img = render_plate(rng, style, text_for(rng, style), 0.5).image
+    w_mm, h_mm = style.size_mm
+    assert img.shape == (round(h_mm * 0.5), round(w_mm * 0.5), 3)
+
+
+def test_texts_cover_rules() -> None:
+    rng = np.random.default_rng(2)
+    texts = [text_for(rng, s) for s in STYLES for _ in range(200)]
+    assert any(t.region for t in texts) and any(t.region is None for t in texts)
+    assert {len(t.type_number) for t in texts} == {2, 3}
+    uses = {plates.use_of(t.use_char) for t in texts}
+    assert {"private", "commercial", "rental", "military", "unknown"} <= uses
+
+
+def test_scene_is_deterministic() -> None:
+    a, b = render_scene(7, 3), render_scene(7, 3)
+    assert np.array_equal(a.image, b.image)
+    assert a.plates == b.plates
+    assert not np.array_equal(a.image, render_scene(7, 4).image)
+
+
+@pytest.mark.parametrize("index", range(12))
+def test_scene_geometry(index: int) -> None:
+    s = render_scene(11, index, 640, 480)
+    assert s.image.shape == (480, 640, 3) and s.image.dtype == np.uint8
+    assert len(s.plates) <= 4
+    for p in s.plates:
+        c = np.array(p.corners)
+        assert (c[:, 0] >= 0).all() and (c[:, 0] <= 640).all()
+        assert (c[:, 1] >= 0).all() and (c[:, 1] <= 480).all()
+        assert p.box == (c[:, 0].min(), c[:, 1].min(), c[:, 0].max(), c[:, 1].max())
+        # clockwise from top-left: TL above BL, TR right of TL
+        assert c[0, 1] < c[3, 1] and c[0, 0] < c[1, 0]
+        assert 0.02 * 640 < c[:, 0].max() - c[:, 0].min() < 0.75 * 640
+
+
+def test_scenes_have_zero_to_four_plates() -> None:
+    counts = {len(render_scene(5, i, 256, 256).plates) for i in range(80)}
+    assert 0 in counts and max(counts) >= 3 and max(counts) <= 4
+
+
+def test_crop_labels() -> None:
+    s = render_crop(3, 1, (160, 64))
+    assert s.image.shape == (64, 160, 3)
+    (label,) = s.plates
+    assert plates.parse(label.text.text) is not None
+    assert label.corners == ((0.0, 0.0), (160.0, 0.0), (160.0, 64.0), (0.0, 64.0))
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def test_write_dataset_is_byte_identical(tmp_path: Path) -> None:
+    job = SynthJob(kind="scenes", seed=4, count=6, size=(320, 240))
+    write_dataset(job, tmp_path / "a", workers=1, progress=False)
+    write_dataset(job, tmp_path / "b", workers=2, progress=False)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+
+
+def test_synth_cli_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "scenes"
+    sheet = tmp_path / "sheet.png"
+    cmd = [
+        sys.executable,
+        "-m",
+        "kplate.cli",
+        "synth",
+        "--out",
+        str(out),
+        "--count",
+        "5",
+        "--seed",
+        "3",
+        "--kind",
+        "scenes",
+        "--preview",
+        str(sheet),
+        "-q",
+    ]
+    subprocess.run(cmd, check=True, timeout=300)
+    rows = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+    assert {r["file"] for r in rows} == {f"scene_{i:06d}.jpg" for i in range(5)}
+    for r in rows:
+        assert (out / r["file"]).is_file()
+        assert r["kind"] == "scene"
+        if r["text"] is not None:
+            assert set(r) >= {
+                "text",
+                "box",
+                "layout",
+                "color",
+                "corners",
+                "region",
+                "type_number",
+                "use_char",
+                "serial",
+            }
+            p = plates.parse(r["text"])
+            assert p is not None and p.serial == r["serial"] and p.use_char == r["use_char"]
+            assert r["layout"] in plates.LAYOUTS and r["color"] in plates.COLORS
+    assert sheet.stat().st_size > 10_000
+    crops = tmp_path / "crops"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kplate.cli",
+            "synth",
+            "--out",
+            str(crops),
+            "--count",
+            "4",
+            "--kind",
+            "crops",
+            "-q",
+        ],
+        check=True,
+        timeout=300,
+    )
+    rows = [json.loads(line) for line in (crops / "labels.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["kind"] == "crop" for r in rows)
+
+
+def test_synth_cli_rejects_bad_options(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "kplate.cli", "synth", "--out", str(tmp_path), "--count", "-1"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "must be >= 0" in r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "kplate.cli", "synth", "--out", str(tmp_path), "--kind", "cars"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "invalid choice" in r.stderr
