@@ -14,7 +14,7 @@ SEED ?= 0
 COUNT ?= 24
 OUT ?= data/preview
 
-.PHONY: help install deb lint test checks preview synth train train-detector train-reader eval bench-engine clean
+.PHONY: help install deb lint test checks preview train train-detector train-reader eval bench-engine clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -30,7 +30,6 @@ deb: ## install the Debian packages (Korean fonts, background photos) if missing
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory deb
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[synth,train,serve,deploy,dev]'
 	touch $(STAMP)
 
@@ -50,6 +49,33 @@ preview: $(STAMP) ## render a few synthetic scenes and a contact sheet (data/pre
 	$(VENV)/bin/kplate synth --out $(OUT) --count $(COUNT) --seed $(SEED) --kind scenes --preview $(OUT)/sheet.png
 
 # --- engine (issue 3) ---
+RUNS ?= runs
+TRAIN_THREADS ?= 1
+REAL_DEV ?= ../shared/real-dev
+WEIGHTS := kplate/weights
+
+train: $(STAMP) ## train detector and reader in parallel (one core each), then ship the weights
+	$(MAKE) --no-print-directory -j2 train-detector train-reader
+	cp $(RUNS)/detector/model.pt $(WEIGHTS)/detector.pt
+	cp $(RUNS)/reader/model.pt $(WEIGHTS)/reader.pt
+	@ls -l $(WEIGHTS)/*.pt
+
+train-detector: $(STAMP) ## train the plate detector into runs/detector
+	$(VENV)/bin/kplate train detector --out $(RUNS)/detector --threads $(TRAIN_THREADS) --workers 1
+
+train-reader: $(STAMP) ## train the plate reader into runs/reader
+	$(VENV)/bin/kplate train reader --out $(RUNS)/reader --threads $(TRAIN_THREADS) --workers 1
+
+eval: $(STAMP) ## accuracy on held-out synthetic data and, when present, the real-dev photos
+	test -f data/heldout-scenes/labels.jsonl || $(VENV)/bin/kplate synth --out data/heldout-scenes --kind scenes --count 300 --seed 777
+	test -f data/heldout-crops/labels.jsonl || $(VENV)/bin/kplate synth --out data/heldout-crops --kind crops --count 2000 --seed 778
+	$(VENV)/bin/kplate eval data/heldout-scenes --out runs/eval/heldout-scenes
+	$(VENV)/bin/kplate eval data/heldout-crops --out runs/eval/heldout-crops
+	if [ -f $(REAL_DEV)/labels.jsonl ]; then $(VENV)/bin/kplate eval $(REAL_DEV) --out runs/eval/real-dev; \
+	else echo "no $(REAL_DEV): skipping the real photos"; fi
+
+bench-engine: $(STAMP) ## engine latency (1920x1080, one plate) and throughput, as ratios to a baseline
+	$(PY) scripts/bench_engine.py --json runs/bench-engine.json
 
 # --- serving (issue 4) ---
 # The .mar is rebuilt when the handler, the engine source, its configs or its weights change.

@@ -39,6 +39,9 @@ class ReaderConfig(_Strict):
     width_mult: float = Field(1.0, gt=0)
     max_len: int = Field(10, ge=7)
     min_text_score: float = Field(0.0, ge=0, le=1)
+    #: Drop detections whose reading does not have the shape of a plate string (digits,
+    #: Hangul, digits); removes signs and other text the detector mistook for plates.
+    require_plate_shape: bool = True
 
     @cached_property
     def alphabet(self) -> str:

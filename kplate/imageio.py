@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -15,7 +16,9 @@ DEFAULT_MAX_PIXELS = 40_000_000
 #: Default encoded-size limit in bytes.
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 
-ImageInput = Image.Image | np.ndarray | bytes | bytearray | memoryview
+ImageInput = Union[
+    Image.Image, np.ndarray, bytes, bytearray, memoryview
+]  # Python 3.9: no `|` at run time
 
 
 def decode_image(
@@ -51,7 +54,11 @@ def decode_image(
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"image rejected as a decompression bomb: {exc}") from exc
-    except Exception as exc:
+    except Image.UnidentifiedImageError as exc:
+        raise InvalidImageError(
+            f"cannot decode image ({len(raw)} bytes): not a known image format"
+        ) from exc
+    except Exception as exc:  # PIL raises many types for truncated or corrupt data
         raise InvalidImageError(f"cannot decode image ({len(raw)} bytes): {exc}") from exc
     return to_rgb_array(img)
 

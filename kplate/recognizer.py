@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from kplate import targets
+from kplate import plates, targets
 from kplate.config import DEFAULT_CONFIG, EngineConfig, load_config
 from kplate.errors import WeightsError
 from kplate.imageio import ImageInput, to_rgb_array
@@ -52,6 +52,11 @@ def _load_state(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise WeightsError(f"{path} does not hold a state_dict")
     return state
+
+
+def _padded_shape(image: np.ndarray) -> tuple[int, int]:
+    """Height and width rounded up to multiples of 32 (the detector's total stride)."""
+    return max(32, -(-image.shape[0] // 32) * 32), max(32, -(-image.shape[1] // 32) * 32)
 
 
 @dataclass(frozen=True)
@@ -118,31 +123,39 @@ class Recognizer:
         arrays = [to_rgb_array(im) for im in images]
         detections = self.detect(arrays)
         crops, owners = [], []
-        for i, (img, dets) in enumerate(zip(arrays, detections, strict=True)):
+        for i, (img, dets) in enumerate(zip(arrays, detections)):
             for d in dets:
                 crops.append(self.rectify(img, np.asarray(d.corners)))
                 owners.append((i, d))
         readings = self.read(crops) if crops else []
         results: list[list[Plate]] = [[] for _ in arrays]
-        for (i, d), r in zip(owners, readings, strict=True):
-            if r.text and r.score >= self.config.reader.min_text_score:
+        for (i, d), r in zip(owners, readings):
+            if self._accept(r):
                 results[i].append(Plate.from_parts(d, r))
         return results
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         """Run the detector on RGB arrays; corners in original pixels."""
         cfg = self.config.detector
-        out: list[list[Detection]] = []
-        for start in range(0, len(images), DETECT_BATCH):
-            chunk = [self._prepare(im) for im in images[start : start + DETECT_BATCH]]
-            batch = self._batch([p.image for p in chunk])
-            with torch.inference_mode():
-                raw = self.detector(batch).float().cpu().numpy()
-            for p, r in zip(chunk, raw, strict=True):
-                dets = targets.decode_detections(
-                    r, STRIDE, cfg.score_threshold, cfg.nms_iou, cfg.max_plates
-                )
-                out.append([self._detection(q / p.scale, s, lay, col) for q, s, lay, col in dets])
+        prepared = [self._prepare(im) for im in images]
+        # Batch only images with the same padded shape, so an image's result never depends
+        # on the other images it was batched with (served batches mix requests).
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, p in enumerate(prepared):
+            groups.setdefault(_padded_shape(p.image), []).append(i)
+        out: list[list[Detection]] = [[] for _ in images]
+        for members in groups.values():
+            for start in range(0, len(members), DETECT_BATCH):
+                idx = members[start : start + DETECT_BATCH]
+                batch = self._batch([prepared[i].image for i in idx])
+                with torch.inference_mode():
+                    raw = self.detector(batch).float().cpu().numpy()
+                for i, r in zip(idx, raw):
+                    dets = targets.decode_detections(
+                        r, STRIDE, cfg.score_threshold, cfg.nms_iou, cfg.max_plates
+                    )
+                    scale = prepared[i].scale
+                    out[i] = [self._detection(q / scale, s, lay, col) for q, s, lay, col in dets]
         return out
 
     def read(self, crops: Sequence[ImageInput]) -> list[Reading]:
@@ -188,6 +201,12 @@ class Recognizer:
 
     # ------------------------------------------------------------ helpers
 
+    def _accept(self, reading: Reading) -> bool:
+        rc = self.config.reader
+        if not reading.text or reading.score < rc.min_text_score:
+            return False
+        return not rc.require_plate_shape or plates.parse(reading.text) is not None
+
     def _prepare(self, image: np.ndarray) -> _Prepared:
         h, w = image.shape[:2]
         scale = self.config.detector.infer_long_side / max(h, w)
@@ -199,9 +218,8 @@ class Recognizer:
         return _Prepared(small, scale)
 
     def _batch(self, images: list[np.ndarray]) -> torch.Tensor:
-        """Pad differently sized images (bottom/right) to one multiple-of-32 canvas."""
-        H = max(32, -(-max(im.shape[0] for im in images) // 32) * 32)
-        W = max(32, -(-max(im.shape[1] for im in images) // 32) * 32)
+        """Pad images of one padded shape (bottom/right, black) to a multiple-of-32 canvas."""
+        H, W = _padded_shape(images[0])
         canvas = np.zeros((len(images), H, W, 3), np.uint8)
         for k, im in enumerate(images):
             canvas[k, : im.shape[0], : im.shape[1]] = im

@@ -39,11 +39,11 @@ def encode_text(text: str, alphabet: str, max_len: int) -> np.ndarray:
 def decode_slots(probs: np.ndarray, alphabet: str) -> tuple[str, float]:
     """Slot probabilities ``(max_len, V)`` to ``(text, confidence)``.
 
-    Reading stops at the first padding slot; the confidence is the product of the chosen
-    probabilities of every slot (so a likely extra character lowers it too).
+    Reading stops at the first padding slot; the confidence is the probability of the least
+    certain slot, padding slots included (so a likely extra character lowers it too).
     """
     best = probs.argmax(axis=1)
-    conf = float(np.prod(probs[np.arange(len(best)), best]))
+    conf = float(np.min(probs[np.arange(len(best)), best]))
     chars = []
     for i in best:
         if i == 0:
@@ -72,7 +72,7 @@ def encode_detections(
     heat = np.zeros((h, w), np.float32)
     idx, offs, scales, lays, cols = [], [], [], [], []
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    for q, lay, col in zip(quads, layouts, colors, strict=True):
+    for q, lay, col in zip(quads, layouts, colors):
         c = np.asarray(q, np.float32) / stride
         center = c.mean(0)
         cx, cy = int(np.floor(center[0])), int(np.floor(center[1]))

@@ -1,8 +1,8 @@
-"""Plate reader: a CNN with fixed text slots read by attention pooling.
+"""Plate reader: a CNN with fixed text slots (as fast-plate-ocr reads plates).
 
-Each of ``max_len`` slots has a learned query that attends over the feature map and
-classifies one character (or padding). Slots see the whole plate, so one-line, two-line and
-stacked-region plates are read by the same model.
+The feature map is pooled to a small grid and flattened; a linear layer gives, for each of
+``max_len`` slots, the logits of one character (or padding). Every slot sees the whole plate,
+so one-line, two-line and stacked-region plates are read by the same model.
 """
 
 from __future__ import annotations
@@ -31,24 +31,14 @@ class PlateReader(nn.Module):
             ResBlock(c[1], c[2], 2),  # /8
             ResBlock(c[2], c[3]),
         )
-        fh, fw = cfg.height // 8, cfg.width // 8
-        dim = c[3]
-        self.pos = nn.Parameter(torch.randn(1, fh * fw, dim) * 0.02)
-        self.queries = nn.Parameter(torch.randn(cfg.max_len, dim) * 0.02)
-        self.key = nn.Linear(dim, dim)
-        self.value = nn.Linear(dim, dim)
-        self.norm = nn.LayerNorm(dim)
+        self.squeeze = ConvBNAct(c[3], 64, 1)
+        self.pool = nn.AdaptiveAvgPool2d((cfg.height // 16, cfg.width // 16))
+        flat = 64 * (cfg.height // 16) * (cfg.width // 16)
+        self.max_len, self.n_classes = cfg.max_len, len(cfg.alphabet)
         self.classify = nn.Sequential(
-            nn.Linear(dim, dim),
-            nn.ReLU(inplace=True),
-            nn.Dropout(0.1),
-            nn.Linear(dim, len(cfg.alphabet)),
+            nn.Dropout(0.2), nn.Linear(flat, cfg.max_len * self.n_classes)
         )
-        self.scale = dim**-0.5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.features((x - MEAN) / STD)  # (B, C, h, w)
-        f = f.flatten(2).transpose(1, 2) + self.pos  # (B, hw, C)
-        attn = torch.softmax(self.queries @ self.key(f).transpose(1, 2) * self.scale, dim=-1)
-        pooled = self.norm(attn @ self.value(f))  # (B, max_len, C)
-        return self.classify(pooled)
+        f = self.pool(self.squeeze(self.features((x - MEAN) / STD)))
+        return self.classify(f.flatten(1)).view(-1, self.max_len, self.n_classes)

@@ -91,7 +91,7 @@ def detector_metrics(model: nn.Module, data: SceneDataset, cfg: EngineConfig) ->
                 cfg.detector.nms_iou,
                 cfg.detector.max_plates,
             )
-            gts = list(zip(data.quads[i], data.layouts[i], data.colors[i], strict=True))
+            gts = list(zip(data.quads[i], data.layouts[i], data.colors[i]))
             used: set[int] = set()
             for quad, _score, lay, col in dets:
                 best, best_iou = -1, 0.5
@@ -144,7 +144,7 @@ def reader_metrics(model: nn.Module, data: CropDataset, cfg: EngineConfig) -> di
             text, _ = targets.decode_slots(p, cfg.reader.alphabet)
             truth = data.texts[start + j]
             exact += int(text == truth)
-            chars += sum(a == b for a, b in zip(text, truth, strict=False))
+            chars += sum(a == b for a, b in zip(text, truth))
             total_chars += max(len(truth), len(text))
     return {"exact": exact / len(data), "char_acc": chars / max(1, total_chars)}
 

@@ -1,0 +1,324 @@
+"""KServe-protocol front for TorchServe, built on the ``kserve`` SDK's ``ModelServer``.
+
+It does locally what ``kserve_wrapper`` does in a ``pytorch/torchserve-kfs`` pod: read the
+model names and TorchServe's addresses from ``config.properties``, wait until a TorchServe
+worker of each model is ``READY`` (management API), then serve on port 8080
+
+* ``GET  /v1/models/<name>``           ready when a TorchServe worker is ready,
+* ``POST /v1/models/<name>:predict``   forwarded to TorchServe's ``/v1/models/<name>:predict``,
+* ``GET  /v2/health/ready``            ready when every model is,
+* ``POST /v2/models/<name>/infer``     forwarded to TorchServe's ``/v2/models/<name>/infer``.
+
+The kplate handler parses KServe bodies itself (no ``service_envelope``), so the front
+forwards bodies unchanged. TorchServe's 4xx answers (bad image, bad base64, too large) come
+back with their status and JSON message instead of the SDK's generic 500.
+
+Usage::
+
+    python -m handler.kserve_front --ts_config gs/config/config.properties [--http_port 8080]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+logger = logging.getLogger("kplate.front")
+
+DEFAULT_CONFIG_PATH = "/mnt/models/config/config.properties"
+DEFAULT_INFERENCE_ADDRESS = "http://127.0.0.1:8085"
+DEFAULT_MANAGEMENT_ADDRESS = "http://127.0.0.1:8085"
+#: Headers worth passing on to TorchServe.
+FORWARDED_HEADERS = ("x-request-id", "traceparent", "tracestate", "x-b3-traceid")
+
+
+class PredictorError(Exception):
+    """TorchServe answered with a non-2xx status; the front answers with the same."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        """Keep TorchServe's status code and (JSON) body."""
+        super().__init__(f"TorchServe answered {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class PredictorUnavailableError(PredictorError):
+    """TorchServe could not be reached or timed out (503)."""
+
+    def __init__(self, message: str) -> None:
+        """Wrap a transport error as a 503 with a JSON message."""
+        super().__init__(503, {"error": message, "code": 503})
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Parse a Java properties file the way ``kserve_wrapper`` does (``key=value`` lines)."""
+    props: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "!")) or "=" not in stripped:
+            continue
+        key, value = stripped.split("=", 1)
+        props[key.strip()] = value.strip()
+    return props
+
+
+def model_names(props: Mapping[str, str]) -> list[str]:
+    """Model names of ``model_snapshot`` (``["model"]`` when there is none, like the wrapper)."""
+    snapshot = json.loads(props.get("model_snapshot", "{}") or "{}")
+    names = list(snapshot.get("models", {}))
+    return names or ["model"]
+
+
+def loopback_url(address: str) -> str:
+    """TorchServe binds ``0.0.0.0``; the front, in the same pod, calls it on loopback."""
+    return address.replace("://0.0.0.0", "://127.0.0.1").rstrip("/")
+
+
+def workers_ready(description: Any) -> bool:
+    """True when TorchServe's ``GET /models/<name>`` lists a ``READY`` worker."""
+    if not isinstance(description, list) or not description:
+        return False
+    default = next((v for v in description if isinstance(v, dict)), {})
+    workers = default.get("workers") or []
+    return any(isinstance(w, dict) and w.get("status") == "READY" for w in workers)
+
+
+def _import_kserve() -> Any:
+    """Import the SDK lazily: ``kserve.model_server`` parses ``sys.argv`` when imported."""
+    import kserve
+
+    return kserve
+
+
+def build_model_class() -> type:
+    """The ``kserve.Model`` subclass (built lazily so this module imports without kserve)."""
+    kserve = _import_kserve()
+    from kserve.errors import InvalidInput
+    from kserve.protocol.infer_type import InferRequest, InferResponse
+
+    class TorchServeModel(kserve.Model):  # type: ignore[name-defined]
+        """Forwards KServe v1/v2 requests for one model to TorchServe over HTTP."""
+
+        def __init__(
+            self,
+            name: str,
+            inference_address: str,
+            management_address: str,
+            *,
+            timeout_s: float = 120.0,
+            ready_cache_s: float = 1.0,
+        ) -> None:
+            super().__init__(name)
+            self.inference_address = loopback_url(inference_address)
+            self.management_address = loopback_url(management_address)
+            self.timeout_s = timeout_s
+            self.ready_cache_s = ready_cache_s
+            self._client: httpx.AsyncClient | None = None
+            self._checked_at = 0.0
+            self._healthy = False
+
+        @property
+        def client(self) -> httpx.AsyncClient:
+            if self._client is None:
+                self._client = httpx.AsyncClient(timeout=self.timeout_s)
+            return self._client
+
+        def load(self, wait_s: float = 300.0, interval_s: float = 1.0) -> bool:
+            """Block until a TorchServe worker of this model is ready (at most ``wait_s``)."""
+            url = f"{self.management_address}/models/{self.name}"
+            deadline = time.monotonic() + wait_s
+            with httpx.Client(timeout=5.0) as client:
+                while True:
+                    try:
+                        response = client.get(url)
+                        if response.status_code == 200 and workers_ready(response.json()):
+                            break
+                        logger.info("model %s: no ready worker yet", self.name)
+                    except (httpx.HTTPError, ValueError) as exc:
+                        logger.info("TorchServe management API not reachable yet: %s", exc)
+                    if time.monotonic() > deadline:
+                        self.ready = False
+                        return False
+                    time.sleep(interval_s)
+            self.ready = True
+            self._healthy, self._checked_at = True, time.monotonic()
+            logger.info("model %s: TorchServe worker ready", self.name)
+            return True
+
+        async def healthy(self) -> bool:
+            """Ready only while TorchServe reports a ready worker (checked at most 1/s)."""
+            if not self.ready:
+                return False
+            now = time.monotonic()
+            if now - self._checked_at >= self.ready_cache_s:
+                url = f"{self.management_address}/models/{self.name}"
+                try:
+                    response = await self.client.get(url, timeout=2.0)
+                    self._healthy = response.status_code == 200 and workers_ready(response.json())
+                except (httpx.HTTPError, ValueError):
+                    self._healthy = False
+                self._checked_at = now
+            return self._healthy
+
+        async def predict(
+            self,
+            payload: Any,
+            headers: dict[str, str] | None = None,
+            response_headers: dict[str, str] | None = None,
+        ) -> Any:
+            """Send the request to TorchServe; its 4xx/5xx become :class:`PredictorError`."""
+            headers = headers or {}
+            forward = {k: headers[k] for k in FORWARDED_HEADERS if k in headers}
+            if isinstance(payload, InferRequest):
+                body, json_length = payload.to_rest()
+                if json_length is not None:
+                    raise InvalidInput(
+                        "the binary tensor extension is not supported: send the images as "
+                        "base64 strings in a BYTES tensor"
+                    )
+                url = f"{self.inference_address}/v2/models/{self.name}/infer"
+                result = await self._post(url, orjson.dumps(body), "application/json", forward)
+                if not isinstance(result, dict):
+                    raise PredictorError(502, {"error": "TorchServe sent a non-v2 answer"})
+                return InferResponse.from_rest(result)
+            url = f"{self.inference_address}/v1/models/{self.name}:predict"
+            if isinstance(payload, (bytes, bytearray)):
+                content_type = headers.get("content-type", "application/octet-stream")
+                return await self._post(url, bytes(payload), content_type, forward)
+            return await self._post(url, orjson.dumps(payload), "application/json", forward)
+
+        async def _post(
+            self, url: str, content: bytes, content_type: str, headers: dict[str, str]
+        ) -> Any:
+            try:
+                response = await self.client.post(
+                    url, content=content, headers={**headers, "content-type": content_type}
+                )
+            except httpx.TimeoutException as exc:
+                raise PredictorUnavailableError(f"TorchServe timed out: {exc}") from exc
+            except httpx.TransportError as exc:
+                raise PredictorUnavailableError(f"TorchServe unreachable at {url}: {exc}") from exc
+            try:
+                body: Any = response.json()
+            except ValueError:
+                body = {"error": response.text.strip() or response.reason_phrase}
+            if not response.is_success:
+                if isinstance(body, dict) and "error" not in body and "message" in body:
+                    body = {"error": body["message"], "code": response.status_code}
+                raise PredictorError(response.status_code, body)
+            return body
+
+        def stop(self) -> None:
+            """Close the HTTP client on shutdown."""
+            if self._client is not None:
+                client, self._client = self._client, None
+                try:
+                    asyncio.get_running_loop().create_task(client.aclose())
+                except RuntimeError:
+                    asyncio.run(client.aclose())
+
+    return TorchServeModel
+
+
+async def predictor_error_handler(_: Any, exc: Exception) -> Any:
+    """FastAPI exception handler: TorchServe's status and JSON body, passed through."""
+    from fastapi.responses import JSONResponse
+
+    if not isinstance(exc, PredictorError):
+        raise exc
+    body = exc.body if isinstance(exc.body, (dict, list)) else {"error": str(exc.body)}
+    return JSONResponse(status_code=exc.status, content=body)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The front's CLI: the ``kserve`` ModelServer flags plus TorchServe's whereabouts."""
+    from kserve.model_server import parser as kserve_parser
+
+    parser = argparse.ArgumentParser(
+        description="KServe v1/v2 front for TorchServe", parents=[kserve_parser]
+    )
+    parser.add_argument(
+        "--ts_config",
+        type=Path,
+        default=Path(os.environ.get("CONFIG_PATH", DEFAULT_CONFIG_PATH)),
+        help="TorchServe config.properties (model names and addresses are read from it)",
+    )
+    parser.add_argument("--inference_address", default=None, help="overrides the config's")
+    parser.add_argument("--management_address", default=None, help="overrides the config's")
+    parser.add_argument(
+        "--ready_timeout", type=float, default=300.0, help="seconds to wait for TorchServe"
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="log the SDK's per-request timing lines (kserve.trace); off by default: at "
+        "hundreds of requests per second they cost more than the forwarding",
+    )
+    parser.set_defaults(enable_grpc=False, http_port=8080, enable_latency_logging=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the front; returns the exit status (1 when TorchServe never got ready)."""
+    args = build_parser().parse_args(argv)
+    kserve = _import_kserve()
+    from kserve.model_server import app
+    from kserve.protocol.dataplane import DataPlane
+
+    props = read_properties(args.ts_config)
+    inference = args.inference_address or props.get("inference_address", DEFAULT_INFERENCE_ADDRESS)
+    management = args.management_address or props.get(
+        "management_address", DEFAULT_MANAGEMENT_ADDRESS
+    )
+    names = [args.model_name] if args.model_name != "model" else model_names(props)
+    model_class = build_model_class()
+    models = []
+    for name in names:
+        model = model_class(
+            name, inference, management, timeout_s=args.predictor_request_timeout_seconds
+        )
+        if not model.load(wait_s=args.ready_timeout):
+            logger.error("model %s: no TorchServe worker ready after %ss", name, args.ready_timeout)
+            return 1
+        models.append(model)
+
+    class FrontDataPlane(DataPlane):
+        """``/v2/health/ready`` is true only while every model has a ready worker."""
+
+        async def ready(self) -> bool:
+            registry = self.model_registry.get_models()
+            return bool(registry) and all(
+                [await self.model_registry.is_model_ready(n) for n in registry]
+            )
+
+    app.add_exception_handler(PredictorError, predictor_error_handler)
+    server = kserve.ModelServer(
+        http_port=args.http_port,
+        workers=1,
+        enable_grpc=False,
+        enable_docs_url=False,
+        enable_latency_logging=args.enable_latency_logging,
+    )
+    if not args.trace:
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    server.dataplane = FrontDataPlane(model_registry=server.registered_models)
+    logger.info(
+        "KServe front on :%d -> TorchServe %s (models %s)", args.http_port, inference, names
+    )
+    server.start(models)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

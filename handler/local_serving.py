@@ -1,0 +1,407 @@
+"""Run TorchServe and the KServe front on this machine: start, wait until ready, stop.
+
+``make serve`` and ``make stop`` call this module; the integration tests and
+``scripts/bench_serve.py`` use :class:`LocalServing` directly, on free loopback ports.
+
+Each instance keeps its state in one folder (``.serve/`` for ``make serve``): pid files,
+logs (``logs/``: TorchServe's ``ts_log.log``, ``model_log.log`` and the front's ``front.log``)
+and a private temp folder. TorchServe writes its pid file and worker sockets under the temp
+folder, so two instances on one machine do not see each other.
+
+Usage::
+
+    python -m handler.local_serving start [--config gs/config/config.properties]
+    python -m handler.local_serving stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import requests
+
+from handler.kserve_front import loopback_url, model_names, read_properties
+
+logger = logging.getLogger("kplate.serve")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "gs" / "config" / "config.properties"
+DEFAULT_MODEL_STORE = REPO_ROOT / "gs" / "model-store"
+DEFAULT_STATE_DIR = REPO_ROOT / ".serve"
+PROCESSES = ("torchserve", "front")
+
+
+class ServingError(RuntimeError):
+    """A server could not be started, did not get ready, or died."""
+
+
+def free_port() -> int:
+    """A TCP port that is free on loopback right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def find_java() -> str:
+    """Path of the ``java`` TorchServe will run (``$JAVA_HOME/bin/java`` or on ``PATH``).
+
+    Raises:
+        ServingError: no Java runtime.
+    """
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return str(Path(java_home) / "bin" / "java")
+    found = shutil.which("java")
+    if found is None:
+        raise ServingError(
+            "java not found: TorchServe needs Java 11+ (apt-get install openjdk-17-jre-headless)"
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The ports of one local instance."""
+
+    inference: int
+    management: int
+    metrics: int
+    grpc_inference: int
+    grpc_management: int
+    front: int
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Six distinct free loopback ports."""
+        ports: set[int] = set()
+        while len(ports) < 6:
+            ports.add(free_port())
+        return cls(*sorted(ports))
+
+
+def render_config(
+    template: Path, out: Path, ports: Ports, *, overrides: dict[str, str] | None = None
+) -> Path:
+    """Write a copy of ``template`` bound to loopback on ``ports`` (plus ``overrides``).
+
+    Keys are replaced in place, so the comments and the order of the template survive.
+    """
+    values = {
+        "inference_address": f"http://127.0.0.1:{ports.inference}",
+        "management_address": f"http://127.0.0.1:{ports.management}",
+        "metrics_address": f"http://127.0.0.1:{ports.metrics}",
+        "grpc_inference_port": str(ports.grpc_inference),
+        "grpc_management_port": str(ports.grpc_management),
+        **(overrides or {}),
+    }
+    lines, seen = [], set()
+    for line in template.read_text(encoding="utf-8").splitlines():
+        key = line.split("=", 1)[0].strip()
+        if "=" in line and not line.lstrip().startswith("#") and key in values:
+            lines.append(f"{key}={values[key]}")
+            seen.add(key)
+        else:
+            lines.append(line)
+    lines += [f"{k}={v}" for k, v in values.items() if k not in seen]
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+class LocalServing:
+    """TorchServe plus the KServe front, as child processes in their own process groups.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`; the processes outlive
+    this object only when started with ``detach=True`` (``make serve``).
+    """
+
+    def __init__(
+        self,
+        config: Path = DEFAULT_CONFIG,
+        model_store: Path = DEFAULT_MODEL_STORE,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        *,
+        front_port: int = 8080,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Describe an instance; nothing starts until :meth:`start`."""
+        self.config = Path(config).resolve()
+        self.model_store = Path(model_store).resolve()
+        self.state_dir = Path(state_dir).resolve()
+        self.front_port = front_port
+        self.env = {**os.environ, **(env or {})}
+        props = read_properties(self.config)
+        self.model_name = model_names(props)[0]
+        self.inference_url = loopback_url(props.get("inference_address", "http://127.0.0.1:8080"))
+        self.management_url = loopback_url(props.get("management_address", self.inference_url))
+        self.metrics_url = loopback_url(props.get("metrics_address", "http://127.0.0.1:8082"))
+        self.front_url = f"http://127.0.0.1:{front_port}"
+
+    @property
+    def log_dir(self) -> Path:
+        """Where TorchServe's and the front's logs go."""
+        return self.state_dir / "logs"
+
+    def _pid_file(self, name: str) -> Path:
+        return self.state_dir / f"{name}.pid"
+
+    def running(self) -> dict[str, int]:
+        """The live processes of this instance, by name (stale pid files are removed)."""
+        alive = {}
+        for name in PROCESSES:
+            pid_file = self._pid_file(name)
+            if not pid_file.exists():
+                continue
+            pid = int(pid_file.read_text().strip() or 0)
+            if pid > 0 and _is_ours(pid):
+                alive[name] = pid
+            else:
+                pid_file.unlink(missing_ok=True)
+        return alive
+
+    def start(self, timeout_s: float = 300.0) -> None:
+        """Start TorchServe and the front, and wait until the front reports ready.
+
+        Raises:
+            ServingError: java missing, no .mar, a process died, or not ready in time.
+        """
+        if self.running():
+            raise ServingError(f"already running (state in {self.state_dir}); stop it first")
+        java = find_java()
+        mar_names = json.loads(read_properties(self.config).get("model_snapshot", "{}"))
+        for versions in mar_names.get("models", {}).values():
+            for info in versions.values():
+                mar = self.model_store / info["marName"]
+                if not mar.is_file():
+                    raise ServingError(f"{mar} missing: run `make mar`")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_dir / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        # No PYTHONPATH to this checkout: the worker must import kplate and the handler modules
+        # from the extracted .mar, as it does in a KServe pod.
+        env = {
+            **{k: v for k, v in self.env.items() if k != "PYTHONPATH"},
+            "TMPDIR": str(tmp),
+            "TEMP": str(tmp),
+            "LOG_LOCATION": str(self.log_dir),
+            "METRICS_LOCATION": str(self.log_dir),
+            "JAVA_HOME": self.env.get("JAVA_HOME") or str(Path(java).resolve().parent.parent),
+        }
+        bin_dir = Path(sys.executable).parent
+        torchserve = bin_dir / "torchserve"
+        self._spawn(
+            "torchserve",
+            [
+                str(torchserve if torchserve.exists() else "torchserve"),
+                "--start",
+                "--foreground",
+                "--ncs",
+                "--model-store",
+                str(self.model_store),
+                "--ts-config",
+                str(self.config),
+            ],
+            env,
+        )
+        self._spawn(
+            "front",
+            [
+                sys.executable,
+                "-m",
+                "handler.kserve_front",
+                "--ts_config",
+                str(self.config),
+                "--http_port",
+                str(self.front_port),
+                "--ready_timeout",
+                str(timeout_s),
+            ],
+            env,
+        )
+        try:
+            self.wait_ready(timeout_s)
+        except ServingError:
+            self.stop()
+            raise
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
+        log = (self.log_dir / f"{name}.log").open("ab")
+        # Own process group: stop() signals the whole tree (java, Python workers) at once.
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self._pid_file(name).write_text(str(proc.pid))
+        logger.debug("started %s (pid %d): %s", name, proc.pid, " ".join(cmd))
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Poll the front's ``/v2/health/ready`` and ``/v1/models/<name>`` until both are 200.
+
+        Raises:
+            ServingError: a process died or the deadline passed.
+        """
+        deadline = time.monotonic() + timeout_s
+        urls = [
+            f"{self.front_url}/v2/health/ready",
+            f"{self.front_url}/v1/models/{self.model_name}",
+        ]
+        while time.monotonic() < deadline:
+            alive = self.running()
+            dead = [name for name in PROCESSES if name not in alive]
+            if dead:
+                raise ServingError(f"{', '.join(dead)} exited during start-up\n{self.log_tail()}")
+            with contextlib.suppress(requests.RequestException):
+                if all(requests.get(u, timeout=2).status_code == 200 for u in urls):
+                    return
+            time.sleep(0.5)
+        raise ServingError(f"not ready after {timeout_s:.0f}s\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of each log, for error messages."""
+        parts = []
+        for path in sorted(self.log_dir.glob("*.log")):
+            text = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {path.name}\n" + "\n".join(text))
+        return "\n".join(parts)
+
+    def stop(self, timeout_s: float = 30.0) -> list[str]:
+        """Stop both process groups (SIGTERM, then SIGKILL after ``timeout_s``).
+
+        Waits until no process of either group is left (TorchServe's Python workers
+        included); returns the names of what was running.
+        """
+        running = self.running()
+        for pid in running.values():
+            _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for name, pid in running.items():
+            while _group_alive(pid) and time.monotonic() < deadline:
+                _reap(pid)
+                time.sleep(0.2)
+            if _group_alive(pid):
+                logger.warning("%s (process group %d) ignored SIGTERM; killing it", name, pid)
+                _signal_group(pid, signal.SIGKILL)
+                while _group_alive(pid) and time.monotonic() < deadline + 10:
+                    _reap(pid)
+                    time.sleep(0.2)
+            _reap(pid)
+            self._pid_file(name).unlink(missing_ok=True)
+        return list(running)
+
+    def __enter__(self) -> LocalServing:
+        """Start, and stop again if start-up fails."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop both processes, also when the body raised."""
+        self.stop()
+
+
+def _is_ours(pid: int) -> bool:
+    """The process exists, is not a zombie, and is TorchServe or the front."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        _reap(pid)
+        return False
+    return b"torchserve" in cmdline or b"kserve_front" in cmdline
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a live (non-zombie) process of process group ``pgid`` exists."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of our own child, so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point of ``make serve`` / ``make stop``; returns the exit status."""
+    parser = argparse.ArgumentParser(description="run kplate's TorchServe and KServe front")
+    parser.add_argument("action", choices=["start", "stop", "status"])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--model-store", type=Path, default=DEFAULT_MODEL_STORE)
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    parser.add_argument("--front-port", type=int, default=8080)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    serving = LocalServing(
+        args.config, args.model_store, args.state_dir, front_port=args.front_port
+    )
+    if args.action == "stop":
+        stopped = serving.stop()
+        logger.info("stopped %s", ", ".join(stopped) if stopped else "nothing (not running)")
+        return 0
+    if args.action == "status":
+        alive = serving.running()
+        logger.info("running: %s", alive or "nothing")
+        return 0 if len(alive) == len(PROCESSES) else 1
+    if serving.running():
+        logger.info("already running (%s); `make stop` first", serving.state_dir)
+        return 0
+    logger.info("starting TorchServe and the KServe front (logs in %s) ...", serving.log_dir)
+    try:
+        serving.start(timeout_s=args.timeout)
+    except ServingError as exc:
+        logger.error("%s", exc)
+        return 1
+    name = serving.model_name
+    logger.info(
+        "ready.\n"
+        "  KServe v1:   curl %s/v1/models/%s  |  POST %s/v1/models/%s:predict\n"
+        "  KServe v2:   curl %s/v2/health/ready  |  POST %s/v2/models/%s/infer\n"
+        "  TorchServe:  POST %s/predictions/%s  (metrics %s/metrics)\n"
+        "  try:         .venv/bin/python request/request.py request/samples/<image> --kserve\n"
+        "  stop with:   make stop",
+        serving.front_url, name, serving.front_url, name,
+        serving.front_url, serving.front_url, name,
+        serving.inference_url, name, serving.metrics_url,
+    )  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,507 @@
+#!/usr/bin/env python3
+"""Send images to the kplate model and show the plates it reads.
+
+    python request/request.py request/samples/scene_000.jpg --kserve
+    python request/request.py a.jpg b.jpg --kserve --protocol v2 --json
+    python request/request.py a.jpg                       # TorchServe's /predictions/kplate
+    base64 -w0 a.jpg | python request/request.py - --kserve
+
+With ``--kserve`` the images go, base64-encoded, to the KServe predict endpoint (v1
+``{"instances": [...]}`` or v2 ``{"inputs": [...]}``). Without ``--url`` the client looks for
+the InferenceService in the current kubernetes context (``--namespace``, ``--isvc``) and
+calls it through the ingress gateway with its ``Host`` header; without a reachable cluster
+it calls the local front started by ``make serve`` (``http://127.0.0.1:8080``). Without
+``--kserve`` each image goes as raw bytes to TorchServe's ``/predictions/<model>``
+(``http://127.0.0.1:8085``).
+
+Every request stays under 6 MB: bigger images are re-encoded as JPEG and downscaled, and
+several images are split over several requests. Plate coordinates are mapped back to the
+original image.
+
+Exit status: 0 success, 2 bad arguments or unreadable file, 3 server unreachable,
+4 the server answered with an HTTP error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import io
+import json
+import logging
+import socket
+import sys
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import requests
+import urllib3
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+
+log = logging.getLogger("kplate.request")
+
+#: Hard cap of one request body (6 MB), JSON framing included.
+MAX_REQUEST_BYTES = 6_000_000
+#: Room for the JSON around the base64 text of the images.
+JSON_OVERHEAD = 2_048
+LOCAL_FRONT = "http://127.0.0.1:8080"
+LOCAL_TORCHSERVE = "http://127.0.0.1:8085"
+EXIT_OK, EXIT_INPUT, EXIT_UNREACHABLE, EXIT_HTTP = 0, 2, 3, 4
+KOREAN_FONTS = (
+    "/usr/share/fonts/truetype/nanum/NanumGothicBold.ttf",
+    "/usr/share/fonts/truetype/nanum/NanumGothic.ttf",
+    "/usr/share/fonts/truetype/unfonts-core/UnDotumBold.ttf",
+    "/usr/share/fonts/truetype/baekmuk/dotum.ttf",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc",
+    "/System/Library/Fonts/AppleSDGothicNeo.ttc",
+    "C:/Windows/Fonts/malgun.ttf",
+)
+
+
+class ClientError(Exception):
+    """A failure with a message for the user and an exit status."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        """Keep the message and the exit status."""
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class Prepared:
+    """One image ready to send.
+
+    Attributes:
+        name: file name (or ``-``) for display.
+        data: encoded bytes that will be sent.
+        scale: original size / sent size (1.0 when sent unchanged).
+        original: the image file's bytes, for ``--save-annotated``.
+    """
+
+    name: str
+    data: bytes
+    scale: float
+    original: bytes
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where to send: the base URL and the ``Host`` header (KServe behind an ingress)."""
+
+    url: str
+    host: str | None = None
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+def read_input(path: str, stdin: Any = None) -> tuple[str, bytes]:
+    """Read an image file, or base64 text from standard input for ``-``.
+
+    Raises:
+        ClientError: missing or unreadable file, or bad base64 (exit 2).
+    """
+    if path == "-":
+        text = (stdin or sys.stdin).read().strip()
+        if "," in text[:100] and text.startswith("data:"):
+            text = text.split(",", 1)[1]
+        try:
+            data = base64.b64decode("".join(text.split()), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ClientError(f"standard input is not base64: {exc}", EXIT_INPUT) from exc
+        if not data:
+            raise ClientError("standard input is empty", EXIT_INPUT)
+        return "-", data
+    file = Path(path)
+    if not file.is_file():
+        raise ClientError(f"{path}: no such file", EXIT_INPUT)
+    try:
+        return file.name, file.read_bytes()
+    except OSError as exc:
+        raise ClientError(f"{path}: cannot read: {exc}", EXIT_INPUT) from exc
+
+
+def fit_image(name: str, data: bytes, max_bytes: int) -> Prepared:
+    """Return the image unchanged when it fits ``max_bytes``, else a smaller JPEG.
+
+    Raises:
+        ClientError: the bytes are not an image (exit 2).
+    """
+    if len(data) <= max_bytes:
+        return Prepared(name, data, 1.0, data)
+    try:
+        image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+        image = image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ClientError(f"{name}: not an image ({exc})", EXIT_INPUT) from exc
+    base, scale = image, 1.0
+    while True:
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=90)
+        if buf.tell() <= max_bytes or min(image.size) <= 64:
+            break
+        scale *= 0.75
+        size = (max(1, round(base.width * scale)), max(1, round(base.height * scale)))
+        image = base.resize(size, Image.Resampling.LANCZOS)
+    sent = buf.getvalue()
+    log.info("%s: %d bytes re-encoded to %d (%dx%d)", name, len(data), len(sent), *image.size)
+    return Prepared(name, sent, base.width / image.width, data)
+
+
+def chunks(images: Sequence[Prepared], max_payload: int) -> Iterator[list[Prepared]]:
+    """Group images so that each request's base64 payload stays under ``max_payload``."""
+    group: list[Prepared] = []
+    size = 0
+    for image in images:
+        encoded = 4 * ((len(image.data) + 2) // 3) + 64
+        if group and size + encoded > max_payload:
+            yield group
+            group, size = [], 0
+        group.append(image)
+        size += encoded
+    if group:
+        yield group
+
+
+# -- endpoints ---------------------------------------------------------------------------------
+
+
+def discover_kserve(namespace: str, isvc: str, timeout: float) -> Endpoint | None:
+    """Find the InferenceService in the current kubernetes context, or ``None``.
+
+    The URL is the ingress gateway's address when it has one (``istio-ingressgateway``),
+    with the InferenceService's host name as ``Host`` header, else ``status.url`` itself.
+    """
+    try:
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+    except ImportError:
+        return None
+    try:
+        config.load_kube_config()
+    except (ConfigException, OSError, TypeError):
+        try:
+            config.load_incluster_config()
+        except ConfigException:
+            return None
+    if not _api_server_reachable(client.Configuration.get_default_copy().host, timeout):
+        log.info("kubernetes API server not reachable")
+        return None
+    api = client.CustomObjectsApi()
+    try:
+        obj = api.get_namespaced_custom_object(
+            "serving.kserve.io",
+            "v1beta1",
+            namespace,
+            "inferenceservices",
+            isvc,
+            _request_timeout=timeout,
+        )
+    except client.ApiException as exc:
+        log.info("no InferenceService %s/%s in the cluster (%s)", namespace, isvc, exc.reason)
+        return None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        log.info("kubernetes API not reachable (%s)", type(exc).__name__)
+        return None
+    status = obj.get("status") if isinstance(obj, dict) else None
+    url = (status or {}).get("url")
+    if not url:
+        log.info("InferenceService %s/%s has no URL yet (not ready?)", namespace, isvc)
+        return None
+    host = urlparse(url).netloc
+    gateway = _ingress_gateway(client, timeout)
+    if gateway:
+        return Endpoint(gateway, host)
+    return Endpoint(url.rstrip("/"), None)
+
+
+def _api_server_reachable(host: str, timeout: float) -> bool:
+    """A TCP connect to the API server, so a dead cluster costs one timeout, not retries."""
+    url = urlparse(host)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "localhost", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _ingress_gateway(client: Any, timeout: float) -> str | None:
+    try:
+        svc = client.CoreV1Api().read_namespaced_service(
+            "istio-ingressgateway", "istio-system", _request_timeout=timeout
+        )
+    except (client.ApiException, urllib3.exceptions.HTTPError, OSError):
+        return None
+    ingress = (svc.status.load_balancer.ingress or []) if svc.status.load_balancer else []
+    if not ingress:
+        return None
+    address = ingress[0].ip or ingress[0].hostname
+    port = next((p.port for p in svc.spec.ports or [] if p.name == "http2"), 80)
+    return f"http://{address}:{port}"
+
+
+def choose_endpoint(args: argparse.Namespace) -> Endpoint:
+    """The endpoint from ``--url``, the cluster, or the local default."""
+    if args.url:
+        return Endpoint(args.url.rstrip("/"), args.host)
+    if args.kserve:
+        found = discover_kserve(args.namespace, args.isvc, min(args.timeout, 5.0))
+        if found:
+            log.info("using InferenceService %s/%s at %s", args.namespace, args.isvc, found.url)
+            return found
+        return Endpoint(LOCAL_FRONT, args.host)
+    return Endpoint(LOCAL_TORCHSERVE, args.host)
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
+def kserve_body(images: Sequence[Prepared], protocol: str) -> dict[str, Any]:
+    """The KServe v1 or v2 JSON body for ``images``."""
+    data = [base64.b64encode(i.data).decode("ascii") for i in images]
+    if protocol == "v2":
+        return {
+            "inputs": [{"name": "image", "shape": [len(data)], "datatype": "BYTES", "data": data}]
+        }
+    return {"instances": [{"data": d} for d in data]}
+
+
+def post(
+    url: str, *, timeout: float, host: str | None, json_body: Any = None, data: bytes | None = None
+) -> Any:
+    """POST and return the JSON answer.
+
+    Raises:
+        ClientError: unreachable (exit 3) or an HTTP error status (exit 4).
+    """
+    headers = {"Host": host} if host else {}
+    if data is not None:
+        headers["Content-Type"] = "application/octet-stream"
+    try:
+        response = requests.post(url, json=json_body, data=data, headers=headers, timeout=timeout)
+    except requests.Timeout as exc:
+        raise ClientError(f"{url}: no answer within {timeout:g}s", EXIT_UNREACHABLE) from exc
+    except requests.ConnectionError as exc:
+        hint = " (start it with `make serve`)" if "127.0.0.1" in url else ""
+        raise ClientError(f"{url}: server unreachable{hint}", EXIT_UNREACHABLE) from exc
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not response.ok:
+        message = body.get("error") or body.get("message") if isinstance(body, dict) else None
+        message = message or response.text.strip()[:500] or response.reason
+        raise ClientError(f"{url}: HTTP {response.status_code}: {message}", EXIT_HTTP)
+    if body is None:
+        raise ClientError(f"{url}: the answer is not JSON", EXIT_HTTP)
+    return body
+
+
+def recognise(
+    images: Sequence[Prepared], endpoint: Endpoint, args: argparse.Namespace
+) -> tuple[list[list[dict[str, Any]]], list[Any]]:
+    """Send the images; return one plate list per image and the raw responses."""
+    plates: list[list[dict[str, Any]]] = []
+    raw: list[Any] = []
+    if not args.kserve:
+        url = f"{endpoint.url}/predictions/{args.model_name}"
+        for image in images:
+            body = post(url, timeout=args.timeout, host=endpoint.host, data=image.data)
+            raw.append(body)
+            plates.append(_as_plate_list(body, url))
+        return plates, raw
+    if args.protocol == "v2":
+        url = f"{endpoint.url}/v2/models/{args.model_name}/infer"
+    else:
+        url = f"{endpoint.url}/v1/models/{args.model_name}:predict"
+    for group in chunks(images, MAX_REQUEST_BYTES - JSON_OVERHEAD):
+        body = post(
+            url,
+            timeout=args.timeout,
+            host=endpoint.host,
+            json_body=kserve_body(group, args.protocol),
+        )
+        raw.append(body)
+        lists: Any
+        if args.protocol == "v2":
+            outputs = body.get("outputs") if isinstance(body, dict) else None
+            if not outputs:
+                raise ClientError(f"{url}: v2 answer without outputs", EXIT_HTTP)
+            lists = [json.loads(x) if isinstance(x, str) else x for x in outputs[0]["data"]]
+        else:
+            lists = body.get("predictions") if isinstance(body, dict) else None
+        if not isinstance(lists, list) or len(lists) != len(group):
+            raise ClientError(
+                f"{url}: expected {len(group)} results, got {lists!r:.200}", EXIT_HTTP
+            )
+        plates.extend(_as_plate_list(x, url) for x in lists)
+    return plates, raw
+
+
+def _as_plate_list(value: Any, url: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(p, dict) for p in value):
+        raise ClientError(f"{url}: expected a plate list, got {value!r:.200}", EXIT_HTTP)
+    return value
+
+
+def rescale(plates: list[dict[str, Any]], scale: float) -> list[dict[str, Any]]:
+    """Map plate coordinates from the sent image back to the original."""
+    if scale == 1.0:
+        return plates
+    out = []
+    for plate in plates:
+        p = dict(plate)
+        p["box"] = [round(v * scale, 1) for v in plate["box"]]
+        p["corners"] = [[round(x * scale, 1), round(y * scale, 1)] for x, y in plate["corners"]]
+        p["width"] = round(plate["width"] * scale, 1)
+        p["height"] = round(plate["height"] * scale, 1)
+        out.append(p)
+    return out
+
+
+# -- display -----------------------------------------------------------------------------------
+
+
+def display_width(text: str) -> int:
+    """Terminal columns of ``text`` (Hangul takes two)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def plate_lines(plate: dict[str, Any]) -> list[str]:
+    """The plate's text laid out like the plate: one line, or region/type/use over serial."""
+    parts = plate.get("type_number"), plate.get("use_char"), plate.get("serial")
+    if not all(parts):
+        return [str(plate.get("text", ""))]
+    type_number, use_char, serial = parts
+    region = plate.get("region") or ""
+    if plate.get("layout") == "two-line":
+        return [" ".join(x for x in (region, type_number, use_char) if x), str(serial)]
+    return [f"{region}{type_number}{use_char} {serial}".strip()]
+
+
+def draw_plate(plate: dict[str, Any]) -> str:
+    """A box drawing of the plate followed by its fields."""
+    lines = plate_lines(plate)
+    inner = max(display_width(line) for line in lines) + 4
+    rows = ["┌" + "─" * inner + "┐"]
+    for line in lines:
+        pad = inner - display_width(line)
+        rows.append("│" + " " * (pad // 2) + line + " " * (pad - pad // 2) + "│")
+    rows.append("└" + "─" * inner + "┘")
+    box = ", ".join(f"{v:g}" for v in plate["box"])
+    fields = [
+        f"text {plate.get('text')}  ({'valid' if plate.get('valid') else 'not a legal pattern'})",
+        f"{plate.get('layout')}, {plate.get('color')}; region {plate.get('region') or '-'}; "
+        f"type {plate.get('type_number')} ({plate.get('type_code') or '-'}); "
+        f"use {plate.get('use_char')} ({plate.get('use') or '-'}); serial {plate.get('serial')}",
+        f"box [{box}]  score {plate.get('score', 0):.2f}  text score "
+        f"{plate.get('text_score', 0):.2f}",
+    ]
+    return "\n".join(rows + ["  " + f for f in fields])
+
+
+def korean_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """A font with Hangul glyphs when one is installed, else PIL's default."""
+    for path in KOREAN_FONTS:
+        if Path(path).is_file():
+            return ImageFont.truetype(path, size)
+    for pattern in ("*Nanum*.ttf", "*Un*.ttf", "*CJK*.tt?"):
+        found = sorted(Path("/usr/share/fonts").rglob(pattern))
+        if found:
+            return ImageFont.truetype(str(found[0]), size)
+    log.warning("no Korean font found: Hangul labels will not render (apt-get install fonts-nanum)")
+    return ImageFont.load_default()
+
+
+def annotate(original: bytes, plates: list[dict[str, Any]], out: Path) -> Path:
+    """Write the image with each plate's outline and text label."""
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(original))).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    size = max(14, image.height // 30)
+    font = korean_font(size)
+    for plate in plates:
+        corners = [tuple(p) for p in plate["corners"]]
+        draw.polygon(corners, outline=(0, 255, 0), width=max(2, size // 8))
+        x1, y1 = plate["box"][0], plate["box"][1]
+        label = " / ".join(plate_lines(plate))
+        left, top, right, bottom = draw.textbbox((x1, y1 - size - 6), label, font=font)
+        draw.rectangle((left - 3, top - 3, right + 3, bottom + 3), fill=(0, 0, 0))
+        draw.text((x1, y1 - size - 6), label, font=font, fill=(255, 255, 0))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out, quality=92)
+    return out
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options."""
+    parser = argparse.ArgumentParser(
+        description="Read Korean licence plates with the served kplate model.",
+        epilog="Exit status: 0 ok, 2 bad input, 3 server unreachable, 4 HTTP error.",
+    )
+    parser.add_argument("images", nargs="+", help="image files, or - for base64 on stdin")
+    parser.add_argument(
+        "--kserve", action="store_true", help="use the KServe predict endpoint (base64 JSON)"
+    )
+    parser.add_argument("--protocol", choices=["v1", "v2"], default="v1", help="KServe protocol")
+    parser.add_argument("--url", help="base URL (default: cluster, then the local servers)")
+    parser.add_argument("--host", help="Host header, e.g. kplate.default.example.com")
+    parser.add_argument("--model-name", default="kplate", help="model name in the URL path")
+    parser.add_argument("--namespace", default="default", help="InferenceService namespace")
+    parser.add_argument("--isvc", default="kplate", help="InferenceService name")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    parser.add_argument("--json", action="store_true", help="print the raw response(s)")
+    parser.add_argument(
+        "--save-annotated", type=Path, metavar="DIR", help="write images with plates drawn"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Do the work; returns the exit status, raising :class:`ClientError` on failure."""
+    if args.images.count("-") > 1:
+        raise ClientError("- (standard input) can be given once", EXIT_INPUT)
+    max_image = (MAX_REQUEST_BYTES - JSON_OVERHEAD) * 3 // 4 if args.kserve else MAX_REQUEST_BYTES
+    prepared = [fit_image(*read_input(path), max_image) for path in args.images]
+    endpoint = choose_endpoint(args)
+    plates, raw = recognise(prepared, endpoint, args)
+    if args.json:
+        for body in raw:
+            print(json.dumps(body, ensure_ascii=False, indent=2))
+    for image, sent_plates in zip(prepared, plates):
+        found = rescale(sent_plates, image.scale)
+        if not args.json:
+            print(f"{image.name}: {len(found)} plate{'s' if len(found) != 1 else ''}")
+            for plate in found:
+                print(draw_plate(plate))
+        if args.save_annotated:
+            stem = Path(image.name).stem if image.name != "-" else "stdin"
+            out = annotate(image.original, found, args.save_annotated / f"{stem}_plates.jpg")
+            print(f"annotated: {out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
+    )
+    try:
+        return run(args)
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Engine benchmark: latency and throughput of ``Recognizer.recognize`` on this machine.
+
+Machines are noisy, so every figure is also given as a ratio to a baseline measured in the
+same run: decoding the same 1920x1080 JPEG with PIL (a fixed, familiar amount of CPU work).
+
+    .venv/bin/python scripts/bench_engine.py [--device cpu|cuda] [--repeats 30] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from kplate import Recognizer
+from kplate.imageio import decode_image
+from kplate.synth import render_scene
+
+
+def one_plate_scene(
+    width: int = 1920, height: int = 1080, seed: int = 2024
+) -> tuple[np.ndarray, str]:
+    """The first synthetic scene of ``seed`` with exactly one plate (deterministic)."""
+    for i in range(200):
+        s = render_scene(seed, i, width, height)
+        if len(s.plates) == 1:
+            return s.image, s.plates[0].text.text
+    raise RuntimeError("no one-plate scene in the first 200 samples")
+
+
+def timed(fn: Callable[[], object], repeats: int, warmup: int = 3) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch threads (default: torch's choice)"
+    )
+    ap.add_argument("--batches", default="1,8", help="batch sizes for throughput (GPU: 1,8,32)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    img, truth = one_plate_scene()
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=90)
+    jpeg = buf.getvalue()
+    rec = Recognizer.load(device=args.device)
+    got = [p.text for p in rec.recognize([img])[0]]
+
+    def decode_only() -> None:
+        Image.open(io.BytesIO(jpeg)).convert("RGB").load()
+
+    base = timed(decode_only, args.repeats)
+    from_array = timed(lambda: rec.recognize([img]), args.repeats)
+    from_bytes = timed(lambda: rec.recognize([decode_image(jpeg)]), args.repeats)
+    detect = timed(lambda: rec.detect([img]), args.repeats)
+    b50 = statistics.median(base)
+    results: dict[str, object] = {
+        "device": str(rec.device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "image": "synthetic 1920x1080 JPEG, one plate",
+        "truth": truth,
+        "read": got,
+        "baseline_pil_decode_p50_ms": round(b50 * 1e3, 2),
+        "latency_ms": {
+            name: {
+                "p50": round(pct(xs, 50) * 1e3, 2),
+                "p95": round(pct(xs, 95) * 1e3, 2),
+                "p50_over_baseline": round(pct(xs, 50) / b50, 2),
+            }
+            for name, xs in (
+                ("recognize_array", from_array),
+                ("recognize_jpeg_bytes", from_bytes),
+                ("detect_only", detect),
+            )
+        },
+        "throughput_images_per_s": {},
+    }
+    tp: dict[str, float] = {}
+    for b in (int(v) for v in args.batches.split(",")):
+        batch = [img] * b
+        xs = timed(lambda batch=batch: rec.recognize(batch), max(3, args.repeats // b), warmup=1)
+        tp[str(b)] = round(b / statistics.median(xs), 2)
+    results["throughput_images_per_s"] = tp
+    first = next(iter(tp.values()))
+    results["throughput_ratio_to_batch1"] = {k: round(v / first, 2) for k, v in tp.items()}
+    text = json.dumps(results, ensure_ascii=False, indent=2)
+    sys.stdout.write(text + "\n")
+    if args.json:
+        args.json.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

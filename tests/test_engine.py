@@ -1,0 +1,201 @@
+"""The engine end to end: recognize(), predict/eval CLIs, evaluation arithmetic, training."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kplate import Plate, Reading, Recognizer, plates
+from kplate.errors import InvalidImageError, WeightsError
+from kplate.evaluate import char_accuracy, edit_distance, evaluate
+from kplate.result import Detection
+from kplate.synth import read_labels
+
+SAMPLES = Path(__file__).parent / "data" / "synthetic"
+
+LABELS = read_labels(SAMPLES / "labels.jsonl")
+SCENES = sorted({r["file"] for r in LABELS if r["kind"] == "scene"})
+CROPS = sorted({r["file"] for r in LABELS if r["kind"] == "crop"})
+
+
+def _truth(name: str) -> list[str]:
+    return sorted(r["text"] for r in LABELS if r["file"] == name)
+
+
+def test_recognize_reads_committed_synthetic_scenes(recognizer: Recognizer) -> None:
+    images = [Image.open(SAMPLES / n) for n in SCENES]
+    results = recognizer.recognize(images)  # one batch of PIL images
+    assert len(results) == len(SCENES)
+    for name, found in zip(SCENES, results, strict=True):
+        assert sorted(p.text for p in found) == _truth(name), name
+        for p in found:
+            d = p.to_dict()
+            assert d["valid"] is plates.is_valid(d["text"])
+            assert (
+                len(d["corners"]) == 4 and d["box"][0] < d["box"][2] and d["box"][1] < d["box"][3]
+            )
+            assert 0 < d["score"] <= 1 and 0 < d["text_score"] <= 1
+
+
+def test_recognize_accepts_arrays_bytes_and_mixed_sizes(recognizer: Recognizer) -> None:
+    name = SCENES[0]
+    data = (SAMPLES / name).read_bytes()
+    arr = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    small = np.asarray(Image.fromarray(arr).resize((arr.shape[1] // 2 + 7, arr.shape[0] // 2 + 3)))
+    blank = np.zeros((100, 300, 3), np.uint8)
+    out = recognizer.recognize([data, arr, small, blank])
+    assert [p.text for p in out[0]] == [p.text for p in out[1]]
+    assert sorted(p.text for p in out[0]) == _truth(name)
+    assert out[3] == []  # nothing in a black image: an empty list, never a string
+
+
+def test_recognize_rejects_bad_bytes(recognizer: Recognizer) -> None:
+    with pytest.raises(InvalidImageError):
+        recognizer.recognize([b"not an image"])
+
+
+def test_reader_reads_committed_crops(recognizer: Recognizer) -> None:
+    readings = recognizer.read([Image.open(SAMPLES / n) for n in CROPS])
+    assert [r.text for r in readings] == [_truth(n)[0] for n in CROPS]
+
+
+def test_load_errors(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="not found"):
+        Recognizer.load(tmp_path, device="cpu")
+    (tmp_path / "detector.pt").write_bytes(b"garbage")
+    (tmp_path / "reader.pt").write_bytes(b"garbage")
+    with pytest.raises(WeightsError, match="cannot load"):
+        Recognizer.load(tmp_path, device="cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            Recognizer.load(device="cuda")
+
+
+def test_predict_cli_json_and_annotated(tmp_path: Path) -> None:
+    img = SAMPLES / SCENES[1]
+    r = subprocess.run(
+        [sys.executable, "-m", "kplate.cli", "predict", str(img), "--json", "-q",
+         "--device", "cpu", "--save-annotated", str(tmp_path)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = json.loads(r.stdout)
+    assert out[0]["image"] == str(img)
+    assert sorted(p["text"] for p in out[0]["plates"]) == _truth(SCENES[1])
+    assert (tmp_path / f"{img.stem}.annotated.jpg").stat().st_size > 1000
+    r = subprocess.run([sys.executable, "-m", "kplate.cli", "predict", str(tmp_path / "missing.jpg")],
+                       check=False, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 2 and "no such image" in r.stderr
+
+
+def test_eval_cli_on_fixture(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "kplate.cli", "eval", str(SAMPLES), "--json", "-q", "--device", "cpu",
+         "--out", str(tmp_path)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    rep = json.loads(r.stdout)
+    assert rep["scenes"]["overall"]["plates"] == sum(1 for r in LABELS if r["kind"] == "scene")
+    assert rep["crops"]["overall"]["crops"] == len(CROPS)
+    assert "layout=two-line" in rep["scenes"] or "layout=two-line" in rep["crops"]
+    assert rep["scenes"]["overall"]["recall"] == 1.0 and rep["crops"]["overall"]["exact"] == 1.0
+    assert "| scenes |" in (tmp_path / "report.md").read_text()
+
+
+# ------------------------------------------------------------ evaluation arithmetic
+
+
+class _Scripted:
+    """An engine that answers from a table: tests the scoring, not a model."""
+
+    def __init__(self, scenes: dict[int, list[Plate]], crops: list[str]) -> None:
+        self.scenes, self.crops, self.calls = scenes, crops, 0
+
+    def recognize(self, images: Sequence[Any]) -> list[list[Plate]]:
+        out = [self.scenes.get(self.calls + k, []) for k in range(len(images))]
+        self.calls += len(images)
+        return out
+
+    def read(self, crops: Sequence[Any]) -> list[Reading]:
+        return [Reading(t, 0.9) for t in self.crops[: len(crops)]]
+
+
+def _plate(text: str, box: tuple[float, float, float, float], score: float = 0.9) -> Plate:
+    x1, y1, x2, y2 = box
+    det = Detection(((x1, y1), (x2, y1), (x2, y2), (x1, y2)), score, "one-line", "white")
+    return Plate.from_parts(det, Reading(text, 0.9))
+
+
+def test_evaluate_counts(tmp_path: Path) -> None:
+    Image.new("RGB", (200, 100)).save(tmp_path / "a.jpg")
+    Image.new("RGB", (200, 100)).save(tmp_path / "b.jpg")
+    Image.new("RGB", (80, 20)).save(tmp_path / "c.jpg")
+    Image.new("RGB", (80, 20)).save(tmp_path / "d.jpg")
+    rows = [
+        {"file": "a.jpg", "text": "12가3456", "box": [10, 10, 60, 30], "kind": "scene", "layout": "1-line", "color": "white"},
+        {"file": "b.jpg", "text": "서울12가3456", "box": [100, 50, 150, 80], "kind": "scene", "layout": "2-line", "color": "old-green"},
+        {"file": "c.jpg", "text": "34나5678", "box": None, "kind": "crop", "layout": "1-line", "color": "white"},
+        {"file": "d.jpg", "text": "34나5678", "box": None, "kind": "crop", "layout": "1-line", "color": "ev-blue"},
+    ]  # fmt: skip
+    (tmp_path / "labels.jsonl").write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
+    )
+    scenes = {
+        0: [_plate("12가3456", (11, 10, 61, 31)), _plate("99가9999", (150, 0, 199, 20), 0.5)],
+        1: [_plate("서울12가3457", (100, 50, 150, 80))],
+    }
+    rep = evaluate(tmp_path, _Scripted(scenes, ["34나5678", "34나567"]), progress=False).to_json()
+    o = rep["scenes"]["overall"]
+    assert (o["plates"], o["precision"], o["recall"], o["e2e_exact"]) == (2, 0.6667, 1.0, 0.5)
+    assert rep["scenes"]["color=green"]["e2e_exact"] == 0.0
+    c = rep["crops"]["overall"]
+    assert (c["crops"], c["exact"], c["char_acc"]) == (2, 0.5, round((1 + 6 / 7) / 2, 4))
+    assert rep["crops"]["color=blue"]["exact"] == 0.0
+
+
+def test_edit_distance() -> None:
+    assert edit_distance("12가3456", "12가3456") == 0
+    assert edit_distance("12가3456", "12나3456") == 1
+    assert edit_distance("", "abc") == 3
+    assert char_accuracy("12가345", "12가3456") == pytest.approx(6 / 7)
+
+
+# ------------------------------------------------------------ training
+
+
+@pytest.mark.slow
+def test_training_smoke_and_resume(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "kplate.cli", "train", "reader", "--out", str(tmp_path), "-q",
+            "--train-count", "64", "--val-count", "16", "--batch-size", "8", "--val-every", "2",
+            "--workers", "1", "--threads", "1"]  # fmt: skip
+    subprocess.run([*base, "--steps", "2"], check=True, timeout=600)
+    ck = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert ck["step"] == 2 and set(ck) >= {"model", "optimizer", "scheduler", "args", "history"}
+    subprocess.run(
+        [*base, "--steps", "4", "--resume", str(tmp_path / "last.ckpt")], check=True, timeout=600
+    )
+    ck = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert ck["step"] == 4
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [h["step"] for h in history if "val" in h] == [2, 4]
+    assert "exact" in history[-1]
+    subprocess.run([sys.executable, "-m", "kplate.cli", "train", "detector", "--out", str(tmp_path / "det"), "-q",
+                    "--train-count", "16", "--val-count", "8", "--batch-size", "4", "--steps", "2",
+                    "--val-every", "2", "--workers", "1", "--threads", "1"], check=True, timeout=600)  # fmt: skip
+    assert (tmp_path / "det" / "model.pt").is_file()
+
+
+def test_train_rejects_bad_options(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "kplate.cli", "train", "reader", "--out", str(tmp_path),
+                        "--steps", "0"], check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "--steps must be > 0" in r.stderr

@@ -1,0 +1,265 @@
+"""Request parsing and response building of the handler: pure functions, no model, no server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from serving_support import b64, jpeg_bytes, png_bytes
+
+from handler.protocol import (
+    BodyKind,
+    ParsedRequest,
+    PayloadTooLargeError,
+    RequestError,
+    build_response,
+    decode_images,
+    encode_json,
+    error_body,
+    is_json_content_type,
+    parse_request,
+)
+from handler.settings import HandlerSettings, load_settings
+from kplate.errors import ConfigError, ImageTooLargeError, InvalidImageError
+
+IMG = jpeg_bytes()
+IMG2 = jpeg_bytes(seed=1)
+PLATE = {"text": "12가3456", "layout": "one-line"}
+
+
+# -- every body format ---------------------------------------------------------------------
+
+
+def test_raw_bytes_is_one_image() -> None:
+    parsed = parse_request({"body": IMG}, "application/octet-stream")
+    assert parsed == ParsedRequest(BodyKind.RAW, (IMG,), single=True)
+
+
+def test_raw_bytes_without_content_type() -> None:
+    assert parse_request({"body": bytearray(IMG)}).images == (IMG,)
+
+
+@pytest.mark.parametrize("field", ["data", "file", "image", "file2", "data_1"])
+def test_multipart_field(field: str) -> None:
+    parsed = parse_request({field: IMG})
+    assert parsed.kind is BodyKind.MULTIPART
+    assert parsed.images == (IMG,)
+    assert parsed.single
+
+
+def test_multipart_several_files_keep_order() -> None:
+    parsed = parse_request({"file": IMG, "note": "hello", "file2": IMG2})
+    assert parsed.images == (IMG, IMG2)
+    assert not parsed.single
+
+
+def test_multipart_base64_text_field() -> None:
+    assert parse_request({"data": b64(IMG)}).images == (IMG,)
+
+
+def test_data_json_already_parsed() -> None:
+    parsed = parse_request({"body": {"data": b64(IMG)}}, "application/json")
+    assert parsed == ParsedRequest(BodyKind.DATA, (IMG,), single=True)
+
+
+def test_data_json_as_bytes_and_text() -> None:
+    body = json.dumps({"data": b64(IMG)})
+    assert parse_request({"body": body.encode()}, "application/json").images == (IMG,)
+    assert parse_request({"body": body}, "text/plain").images == (IMG,)
+
+
+def test_data_list_is_several_images() -> None:
+    parsed = parse_request({"body": {"data": [b64(IMG), b64(IMG2)]}})
+    assert parsed.images == (IMG, IMG2)
+    assert not parsed.single
+
+
+def test_data_url_and_urlsafe_and_unpadded_base64() -> None:
+    text = b64(IMG)
+    url_safe = text.replace("+", "-").replace("/", "_").rstrip("=")
+    for value in (f"data:image/jpeg;base64,{text}", url_safe, text[:60] + "\n" + text[60:]):
+        assert parse_request({"body": {"data": value}}).images == (IMG,)
+
+
+@pytest.mark.parametrize(
+    "instance",
+    [
+        {"data": b64(IMG)},
+        {"b64": b64(IMG)},
+        {"image": {"b64": b64(IMG)}},
+        {"data": {"b64": b64(IMG)}},
+        b64(IMG),
+    ],
+)
+def test_v1_instance_forms(instance: object) -> None:
+    parsed = parse_request({"body": {"instances": [instance, {"data": b64(IMG2)}]}})
+    assert parsed.kind is BodyKind.V1
+    assert parsed.images == (IMG, IMG2)
+
+
+def test_v2_bytes_input() -> None:
+    body = {
+        "id": "req-1",
+        "inputs": [
+            {"name": "image", "shape": [2], "datatype": "BYTES", "data": [b64(IMG), b64(IMG2)]}
+        ],
+    }
+    parsed = parse_request({"body": body})
+    assert parsed == ParsedRequest(BodyKind.V2, (IMG, IMG2), request_id="req-1")
+
+
+def test_v2_nested_data_matches_shape() -> None:
+    body = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "BYTES", "data": [[b64(IMG)]]}]}
+    assert parse_request({"body": body}).images == (IMG,)
+
+
+# -- bad input: a clear 4xx --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("item", "content_type", "fragment"),
+    [
+        ({"body": b""}, None, "empty request body"),
+        ({"body": b"{not json"}, "application/json", "malformed JSON"),
+        ({"body": b'{"data": "abc'}, "application/octet-stream", "malformed JSON"),
+        ({"body": [1, 2]}, None, "not an array"),
+        ({"body": {"foo": 1}}, None, "got keys: foo"),
+        ({"body": {"data": 5}}, None, "'data' must be"),
+        ({"body": {"data": "@@not base64@@"}}, None, "invalid base64"),
+        ({"body": {"data": ""}}, None, "empty image"),
+        ({"body": {"instances": {"data": "x"}}}, None, "must be a list"),
+        ({"body": {"instances": []}}, None, "is empty"),
+        ({"body": {"instances": [{"url": "x"}]}}, None, "instances[0]"),
+        ({"body": {"instances": [{"data": b64(IMG)}, {"data": "%%%"}]}}, None, "instances[1]"),
+        ({"body": {"inputs": []}}, None, "non-empty list"),
+        ({"body": {"inputs": [{"name": "t", "datatype": "FP32", "data": [1.0]}]}}, None, "FP32"),
+        (
+            {"body": {"inputs": [{"name": "t", "shape": [3], "datatype": "BYTES", "data": ["a"]}]}},
+            None,
+            "shape [3]",
+        ),
+        ({"note": "hi"}, "multipart/form-data", "no image field"),
+        ({"file": b""}, "multipart/form-data", "empty file"),
+    ],
+)
+def test_bad_bodies_are_400(item: dict, content_type: str | None, fragment: str) -> None:
+    with pytest.raises(RequestError) as info:
+        parse_request(item, content_type)
+    assert info.value.http_status == 400
+    assert fragment in str(info.value)
+
+
+def test_too_many_images_is_413() -> None:
+    with pytest.raises(PayloadTooLargeError) as info:
+        parse_request({"body": {"data": [b64(IMG)] * 3}}, max_images=2)
+    assert info.value.http_status == 413
+
+
+def test_oversized_image_is_413_before_decoding() -> None:
+    with pytest.raises(PayloadTooLargeError):
+        parse_request({"body": {"data": b64(IMG)}}, max_image_bytes=100)
+    with pytest.raises(PayloadTooLargeError):
+        parse_request({"body": IMG}, max_image_bytes=100)
+
+
+def test_decode_images_names_the_bad_one() -> None:
+    parsed = ParsedRequest(BodyKind.V1, (IMG, IMG[: len(IMG) // 3]))
+    with pytest.raises(InvalidImageError, match="image 1"):
+        decode_images(parsed, max_pixels=10**7, max_image_bytes=10**7)
+
+
+def test_decode_images_pixel_limit() -> None:
+    parsed = ParsedRequest(BodyKind.RAW, (png_bytes(4000, 4000),), single=True)
+    with pytest.raises(ImageTooLargeError) as info:
+        decode_images(parsed, max_pixels=1_000_000, max_image_bytes=10**7)
+    assert info.value.http_status == 413
+
+
+def test_decode_images_gives_rgb_arrays() -> None:
+    arrays = decode_images(
+        ParsedRequest(BodyKind.V1, (IMG, IMG2)), max_pixels=10**7, max_image_bytes=10**7
+    )
+    assert [a.shape for a in arrays] == [(120, 160, 3), (120, 160, 3)]
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+
+def test_v1_response() -> None:
+    parsed = ParsedRequest(BodyKind.V1, (IMG, IMG2))
+    body = build_response(parsed, [[PLATE], []], model_name="kplate")
+    assert body == {"predictions": [[PLATE], []]}
+
+
+def test_v2_response_echoes_id_and_holds_json_lists() -> None:
+    parsed = ParsedRequest(BodyKind.V2, (IMG, IMG2), request_id="abc")
+    body = build_response(parsed, [[PLATE], []], model_name="kplate", output_name="plates")
+    assert body["model_name"] == "kplate"
+    assert body["id"] == "abc"
+    (output,) = body["outputs"]
+    assert output["name"] == "plates"
+    assert output["datatype"] == "BYTES"
+    assert output["shape"] == [2]
+    assert [json.loads(x) for x in output["data"]] == [[PLATE], []]
+
+
+def test_v2_response_falls_back_to_request_id() -> None:
+    parsed = ParsedRequest(BodyKind.V2, (IMG,))
+    assert build_response(parsed, [[]], model_name="m", fallback_id="ts-1")["id"] == "ts-1"
+
+
+def test_plain_responses_mirror_the_request() -> None:
+    single = ParsedRequest(BodyKind.RAW, (IMG,), single=True)
+    assert build_response(single, [[]], model_name="m") == []
+    several = ParsedRequest(BodyKind.MULTIPART, (IMG, IMG2))
+    assert build_response(several, [[PLATE], []], model_name="m") == [[PLATE], []]
+
+
+def test_result_count_must_match() -> None:
+    with pytest.raises(ValueError, match="2 results for 1 images"):
+        build_response(ParsedRequest(BodyKind.V1, (IMG,)), [[], []], model_name="m")
+
+
+def test_error_body_and_json_encoding() -> None:
+    body = error_body(RequestError("bad base64"))
+    assert body == {"error": "bad base64", "code": 400}
+    assert json.loads(encode_json({"text": "서울12가3456"})) == {"text": "서울12가3456"}
+    assert "서울".encode() in encode_json({"text": "서울"})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("application/json", True),
+        ("application/json; charset=utf-8", True),
+        ("application/cloudevents+json", True),
+        ("application/octet-stream", False),
+        (None, False),
+    ],
+)
+def test_json_content_type(value: str | None, expected: bool) -> None:
+    assert is_json_content_type(value) is expected
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def test_shipped_model_config_loads() -> None:
+    import yaml
+    from serving_support import REPO_ROOT
+
+    config = yaml.safe_load((REPO_ROOT / "handler" / "model-config.yaml").read_text())
+    settings = load_settings(config)
+    assert settings == HandlerSettings.model_validate(config["handler"])
+    assert settings.max_images_per_request >= 1
+
+
+def test_settings_defaults_and_typos() -> None:
+    assert load_settings(None) == HandlerSettings()
+    assert load_settings({"minWorkers": 1}) == HandlerSettings()
+    with pytest.raises(ConfigError, match="max_image"):
+        load_settings({"handler": {"max_image": 5}})
+    with pytest.raises(ConfigError):
+        load_settings({"handler": {"max_pixels": 0}})
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings({"handler": [1]})

@@ -1,0 +1,190 @@
+"""The TorchServe handler with TorchServe's own Context, without starting the server.
+
+The context is ``ts.context.Context`` with one ``RequestProcessor`` per request, filled the
+way ``ts.service.Service.retrieve_data_for_inference`` fills them; the engine is the real
+``kplate.Recognizer`` on CPU (skipped until it and its weights exist).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from serving_support import (
+    REPO_ROOT,
+    assert_plate_list,
+    b64,
+    engine_ready,
+    jpeg_bytes,
+    png_bytes,
+    requires_engine,
+)
+
+from handler.kplate_handler import KplateHandler, select_device
+
+ts_context = pytest.importorskip("ts.context")
+ts_metrics = pytest.importorskip("ts.metrics.metric_cache_yaml_impl")
+
+JSON = "application/json"
+IMG = jpeg_bytes(seed=3)
+
+
+def make_context(
+    requests: list[tuple[dict[str, Any], str]], yaml_config: dict[str, Any] | None = None
+) -> Any:
+    """A TorchServe Context for one batch: ``(item, content type)`` per request."""
+    import ts
+
+    metrics_yaml = Path(ts.__file__).parent / "configs" / "metrics.yaml"
+    metrics = ts_metrics.MetricsCacheYamlImpl(config_file_path=str(metrics_yaml))
+    ctx = ts_context.Context(
+        "kplate",
+        str(REPO_ROOT),
+        {"model": {"modelName": "kplate"}},
+        4,
+        None,
+        "0.12.0",
+        metrics=metrics,
+        model_yaml_config=yaml_config
+        if yaml_config is not None
+        else {"handler": {"warmup": False, "torch_threads": 1}},
+    )
+    headers = []
+    for item, content_type in requests:
+        props: dict[str, Any] = {name: {"content-type": content_type} for name in item}
+        props["Content-Type"] = content_type
+        headers.append(ts_context.RequestProcessor(props))
+    ctx.request_processor = headers
+    ctx.request_ids = {i: f"req-{i}" for i in range(len(requests))}
+    metrics.request_ids = ctx.request_ids
+    return ctx
+
+
+def test_select_device_cpu_without_gpu_id() -> None:
+    assert select_device(None) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert select_device(0) == torch.device("cpu")
+    else:
+        assert select_device(0) == torch.device("cuda:0")
+
+
+@pytest.fixture(scope="module")
+def handler() -> KplateHandler:
+    """One initialised handler for the module (loading the engine takes a moment)."""
+    if not engine_ready():
+        pytest.skip("kplate.recognizer or the shipped weights are not there yet")
+    torch.set_num_threads(1)
+    h = KplateHandler()
+    h.initialize(make_context([], {"handler": {"warmup": True, "torch_threads": 1}}))
+    return h
+
+
+def run(handler: KplateHandler, requests: list[tuple[dict[str, Any], str]]) -> list[Any]:
+    """Call ``handle`` like TorchServe does; returns ``(status, json body)`` per request."""
+    ctx = make_context(requests)
+    data = [item for item, _ in requests]
+    out = handler.handle(data, ctx)
+    assert len(out) == len(requests)
+    results = []
+    for idx, body in enumerate(out):
+        status, _ = ctx.get_response_status(idx)
+        assert ctx.get_response_content_type(idx) == JSON
+        results.append((status or 200, json.loads(body)))
+    return results
+
+
+@requires_engine
+def test_initialize_reads_settings_and_device(handler: KplateHandler) -> None:
+    assert handler.initialized
+    assert handler.device == torch.device("cpu")
+    assert handler.settings.torch_threads == 1
+    assert handler.recognizer.device == torch.device("cpu")
+
+
+@requires_engine
+def test_every_body_format_in_one_batch(handler: KplateHandler) -> None:
+    img2 = jpeg_bytes(seed=4, width=200, height=90)
+    v2 = {
+        "id": "x",
+        "inputs": [{"name": "i", "shape": [1], "datatype": "BYTES", "data": [b64(IMG)]}],
+    }
+    results = run(
+        handler,
+        [
+            ({"body": IMG}, "application/octet-stream"),
+            ({"file": IMG}, "multipart/form-data"),
+            ({"body": {"data": b64(IMG)}}, JSON),
+            ({"body": {"instances": [{"data": b64(IMG)}, {"b64": b64(img2)}]}}, JSON),
+            ({"body": {"instances": [{"image": {"b64": b64(img2)}}]}}, JSON),
+            ({"body": v2}, JSON),
+        ],
+    )
+    assert all(status == 200 for status, _ in results), results
+    raw, form, data, v1, v1_image, v2_out = (body for _, body in results)
+    for plates in (raw, form, data):
+        assert_plate_list(plates)
+    assert raw == form == data
+    assert len(v1["predictions"]) == 2
+    for plates in v1["predictions"] + v1_image["predictions"]:
+        assert_plate_list(plates)
+    assert v1["predictions"][0] == raw
+    assert v2_out["id"] == "x"
+    assert v2_out["model_name"] == "kplate"
+    assert json.loads(v2_out["outputs"][0]["data"][0]) == raw
+
+
+@requires_engine
+def test_bad_items_fail_alone(handler: KplateHandler) -> None:
+    good = ({"body": {"instances": [{"data": b64(IMG)}]}}, JSON)
+    results = run(
+        handler,
+        [
+            good,
+            ({"body": IMG[: len(IMG) // 2]}, "application/octet-stream"),
+            ({"body": b""}, "application/octet-stream"),
+            ({"body": b"{oops"}, JSON),
+            ({"body": {"data": "not*base64"}}, JSON),
+            ({"body": png_bytes(9000, 9000)}, "image/png"),
+            good,
+        ],
+    )
+    statuses = [status for status, _ in results]
+    assert statuses == [200, 400, 400, 400, 400, 413, 200], results
+    for status, body in results:
+        if status != 200:
+            assert body["code"] == status
+            assert isinstance(body["error"], str) and body["error"]
+    assert "decode" in results[1][1]["error"]
+    assert "malformed JSON" in results[3][1]["error"]
+    assert "base64" in results[4][1]["error"]
+    assert "pixels" in results[5][1]["error"]
+    assert results[0][1] == results[6][1]
+
+
+@requires_engine
+def test_batch_results_match_single_requests(handler: KplateHandler) -> None:
+    # Same-sized images: the engine pads a batch to one canvas, so images of other sizes may
+    # legitimately differ near their right/bottom edges; the mapping back must not.
+    images = [jpeg_bytes(seed=s, width=192, height=128) for s in range(4)]
+    batched = run(handler, [({"body": img}, "image/jpeg") for img in images])
+    singles = [run(handler, [({"body": img}, "image/jpeg")])[0] for img in images]
+    assert [b for _, b in batched] == [b for _, b in singles]
+
+
+@requires_engine
+def test_metrics_are_emitted(handler: KplateHandler) -> None:
+    ctx = make_context([({"body": IMG}, "image/jpeg")] * 2)
+    handler.handle([{"body": IMG}, {"body": IMG}], ctx)
+    names = {name for by_name in ctx.metrics.cache.values() for name in by_name}
+    assert {"KplateBatches", "KplateBatchedRequests", "KplateImages"} <= names
+
+
+def test_bad_model_config_fails_initialize() -> None:
+    from kplate.errors import ConfigError
+
+    h = KplateHandler()
+    with pytest.raises(ConfigError, match="max_imgs"):
+        h.initialize(make_context([], {"handler": {"max_imgs": 3}}))

@@ -1,0 +1,249 @@
+"""request/request.py without the model: layout drawing, size limits, endpoints, exit codes.
+
+HTTP behaviour is checked against a real stdlib HTTP server on loopback; the full path
+through TorchServe and the KServe front is in ``test_serving_integration.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from serving_support import REPO_ROOT, jpeg_bytes
+
+from handler.local_serving import free_port
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "kplate_request_cli", REPO_ROOT / "request" / "request.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+cli = _load()
+
+ONE_LINE = {
+    "text": "123가4567", "layout": "one-line", "color": "white", "region": None,
+    "type_number": "123", "type_code": "passenger", "use_char": "가", "use": "private",
+    "serial": "4567", "box": [10.0, 20.0, 110.0, 45.0], "width": 100.0, "height": 25.0,
+    "corners": [[10, 20], [110, 20], [110, 45], [10, 45]], "score": 0.9, "text_score": 0.8,
+    "valid": True,
+}  # fmt: skip
+TWO_LINE = {
+    **ONE_LINE, "text": "서울12가3456", "layout": "two-line", "color": "green",
+    "region": "서울", "type_number": "12", "serial": "3456",
+}  # fmt: skip
+
+
+def test_one_line_drawing() -> None:
+    assert cli.plate_lines(ONE_LINE) == ["123가 4567"]
+    drawing = cli.draw_plate(ONE_LINE)
+    rows = drawing.splitlines()
+    assert rows[0].startswith("┌") and rows[2].startswith("└")
+    assert "│" in rows[1] and "123가 4567" in rows[1]
+    assert cli.display_width(rows[0]) == cli.display_width(rows[1])
+    assert "passenger" in drawing and "private" in drawing and "valid" in drawing
+
+
+def test_two_line_drawing_stacks_serial() -> None:
+    assert cli.plate_lines(TWO_LINE) == ["서울 12 가", "3456"]
+    rows = cli.draw_plate(TWO_LINE).splitlines()
+    assert "서울 12 가" in rows[1] and "3456" in rows[2]
+    assert len({cli.display_width(r) for r in rows[:4]}) == 1
+
+
+def test_unparsed_text_is_shown_as_read() -> None:
+    plate = {**ONE_LINE, "text": "12X", "type_number": None, "use_char": None, "serial": None}
+    assert cli.plate_lines(plate) == ["12X"]
+
+
+def test_display_width_counts_hangul_double() -> None:
+    assert cli.display_width("12가") == 4
+
+
+def _noise_jpeg(size: int) -> bytes:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_fit_image_keeps_small_and_shrinks_big() -> None:
+    small = jpeg_bytes()
+    kept = cli.fit_image("a.jpg", small, 10_000_000)
+    assert kept.data is small and kept.scale == 1.0
+    big = _noise_jpeg(600)
+    fitted = cli.fit_image("b.jpg", big, 40_000)
+    assert len(fitted.data) <= 40_000 < len(big)
+    assert fitted.scale > 1.0
+    with Image.open(io.BytesIO(fitted.data)) as im:
+        assert im.width == pytest.approx(600 / fitted.scale, abs=1)
+
+
+def test_fit_image_rejects_non_images() -> None:
+    with pytest.raises(cli.ClientError) as info:
+        cli.fit_image("x.txt", b"x" * 100, 10)
+    assert info.value.exit_code == cli.EXIT_INPUT
+
+
+def test_requests_are_split_under_the_limit() -> None:
+    images = [cli.Prepared(f"{i}", b"x" * 3000, 1.0, b"") for i in range(5)]
+    groups = list(cli.chunks(images, 9000))
+    assert [len(g) for g in groups] == [2, 2, 1]
+    for group in groups:
+        assert len(json.dumps(cli.kserve_body(group, "v1"))) < 9000
+
+
+def test_kserve_bodies() -> None:
+    images = [cli.Prepared("a", b"abc", 1.0, b"abc")]
+    assert cli.kserve_body(images, "v1") == {"instances": [{"data": "YWJj"}]}
+    v2 = cli.kserve_body(images, "v2")["inputs"][0]
+    assert v2 == {"name": "image", "shape": [1], "datatype": "BYTES", "data": ["YWJj"]}
+
+
+def test_rescale_maps_back_to_the_original() -> None:
+    (plate,) = cli.rescale([ONE_LINE], 2.0)
+    assert plate["box"] == [20.0, 40.0, 220.0, 90.0]
+    assert plate["corners"][1] == [220.0, 40.0]
+    assert cli.rescale([ONE_LINE], 1.0)[0] is ONE_LINE
+
+
+def test_read_input_stdin_and_missing_file(tmp_path: Path) -> None:
+    data = jpeg_bytes()
+    text = io.StringIO("data:image/jpeg;base64," + base64.b64encode(data).decode())
+    assert cli.read_input("-", text) == ("-", data)
+    with pytest.raises(cli.ClientError, match="not base64"):
+        cli.read_input("-", io.StringIO("%%%"))
+    with pytest.raises(cli.ClientError, match="no such file") as info:
+        cli.read_input(str(tmp_path / "nope.jpg"))
+    assert info.value.exit_code == 2
+
+
+def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([str(tmp_path / "nope.jpg"), "--kserve", "--url", "http://127.0.0.1:9"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_unreachable_server_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = tmp_path / "a.jpg"
+    image.write_bytes(jpeg_bytes())
+    url = f"http://127.0.0.1:{free_port()}"
+    assert cli.main([str(image), "--kserve", "--url", url, "--timeout", "5"]) == 3
+    assert "unreachable" in capsys.readouterr().err
+
+
+def test_no_cluster_falls_back_to_the_local_front(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    args = cli.build_parser().parse_args(["x.jpg", "--kserve"])
+    assert cli.choose_endpoint(args) == cli.Endpoint(cli.LOCAL_FRONT, None)
+    args = cli.build_parser().parse_args(["x.jpg"])
+    assert cli.choose_endpoint(args) == cli.Endpoint(cli.LOCAL_TORCHSERVE, None)
+
+
+def test_dead_cluster_falls_back_quickly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "dead", "cluster": {"server": f"https://127.0.0.1:{free_port()}"}}
+                ],
+                "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "u"}}],
+                "current-context": "dead",
+                "users": [{"name": "u", "user": {"token": "x"}}],
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    args = cli.build_parser().parse_args(["x.jpg", "--kserve", "--timeout", "3"])
+    assert cli.choose_endpoint(args) == cli.Endpoint(cli.LOCAL_FRONT, None)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Answers like the front: 400 + JSON when an image is b"badbad", else a v1 result."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.seen.append((self.path, self.headers.get("Host"), body))  # type: ignore[attr-defined]
+        if b"YmFkYmFk" in body:  # base64 of b"badbad"
+            status, answer = 400, {"error": "instances[0]: invalid base64", "code": 400}
+        else:
+            n = len(json.loads(body)["instances"])
+            status, answer = 200, {"predictions": [[ONE_LINE]] * n}
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+
+@pytest.fixture
+def http_server() -> Iterator[HTTPServer]:
+    server = HTTPServer(("127.0.0.1", 0), _Handler)
+    server.seen = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_http_error_exits_4_with_the_server_message(
+    http_server: HTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / "bad.jpg"
+    image.write_bytes(b"badbad")
+    url = f"http://127.0.0.1:{http_server.server_port}"
+    assert cli.main([str(image), "--kserve", "--url", url]) == 4
+    err = capsys.readouterr().err
+    assert "HTTP 400" in err and "invalid base64" in err
+
+
+def test_success_prints_drawings_and_saves_annotated(
+    http_server: HTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / "car.jpg"
+    image.write_bytes(jpeg_bytes(width=300, height=200))
+    url = f"http://127.0.0.1:{http_server.server_port}"
+    out_dir = tmp_path / "annotated"
+    code = cli.main(
+        [str(image), "--kserve", "--url", url, "--host", "kplate.default.example.com",
+         "--save-annotated", str(out_dir)]
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "car.jpg: 1 plate" in out and "123가 4567" in out
+    path, host, _ = http_server.seen[-1]  # type: ignore[attr-defined]
+    assert path == "/v1/models/kplate:predict"
+    assert host == "kplate.default.example.com"
+    with Image.open(out_dir / "car_plates.jpg") as annotated:
+        assert annotated.size == (300, 200)

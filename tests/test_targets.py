@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kplate import targets
+from kplate.config import ReaderConfig
+from kplate.models.detector import N_OUT, STRIDE
+
+ALPHABET = ReaderConfig().alphabet
+
+
+@pytest.mark.parametrize("text", ["12가3456", "서울12가3456", "123호4567", "경기71아1448"])
+def test_text_roundtrip(text: str) -> None:
+    slots = targets.encode_text(text, ALPHABET, 10)
+    probs = np.full((10, len(ALPHABET)), 1e-5)
+    probs[np.arange(10), slots] = 1.0
+    probs /= probs.sum(1, keepdims=True)
+    decoded, conf = targets.decode_slots(probs, ALPHABET)
+    assert decoded == text
+    assert 0.99 < conf <= 1.0
+
+
+def test_decode_stops_at_padding_and_scores_every_slot() -> None:
+    probs = np.zeros((4, len(ALPHABET)))
+    probs[0, ALPHABET.index("1")] = 0.9
+    probs[0, 0] = 0.1
+    probs[1, 0] = 1.0
+    probs[2, ALPHABET.index("7")] = 0.6  # after padding: ignored in the text
+    probs[2, 0] = 0.4
+    probs[3, 0] = 1.0
+    text, conf = targets.decode_slots(probs, ALPHABET)
+    assert text == "1"
+    assert conf == pytest.approx(0.6)  # the least certain slot, even after the padding
+
+
+def test_encode_text_rejects_unknown_and_long() -> None:
+    with pytest.raises(ValueError, match="not in the reader alphabet"):
+        targets.encode_text("12A3456", ALPHABET, 10)
+    with pytest.raises(ValueError, match="longer than"):
+        targets.encode_text("서울123가45678", ALPHABET, 10)
+
+
+def _quad(x: float, y: float, w: float, h: float) -> np.ndarray:
+    return np.array([[x, y], [x + w, y + 3], [x + w, y + h + 3], [x, y + h]], np.float32)
+
+
+def test_detection_targets_decode_back() -> None:
+    quads = [_quad(40, 50, 120, 30), _quad(150, 160, 60, 30)]
+    t = targets.encode_detections(
+        quads, ["one-line", "two-line"], ["white", "green"], (32, 32), STRIDE
+    )
+    assert t["heat"].max() == pytest.approx(1.0)
+    assert t["index"].shape == (2,) and t["offsets"].shape == (2, 8)
+    # build the output a perfect model would give and decode it
+    out = np.full((N_OUT, 32, 32), -10.0, np.float32)
+    out[0] = np.log(t["heat"] + 1e-6) - np.log(1 - t["heat"] + 1e-6)
+    for k, flat in enumerate(t["index"]):
+        cy, cx = divmod(int(flat), 32)
+        out[1:9, cy, cx] = t["offsets"][k]
+        out[9 + t["layout"][k], cy, cx] = 5
+        out[11 + t["color"][k], cy, cx] = 5
+    dets = targets.decode_detections(out, STRIDE, 0.5, 0.4, 10)
+    assert len(dets) == 2
+    by_x = sorted(dets, key=lambda d: d[0][0, 0])
+    np.testing.assert_allclose(by_x[0][0], quads[0], atol=1e-3)
+    np.testing.assert_allclose(by_x[1][0], quads[1], atol=1e-3)
+    assert (by_x[0][2], by_x[0][3]) == (0, 0)  # one-line, white
+    assert (by_x[1][2], by_x[1][3]) == (1, 1)  # two-line, green
+
+
+def test_decode_suppresses_overlaps_and_low_scores() -> None:
+    out = np.full((N_OUT, 8, 8), -10.0, np.float32)
+    out[0, 3, 3] = 3.0
+    out[0, 3, 5] = 2.0  # a second peak whose quad overlaps the first
+    out[0, 6, 6] = -1.0  # below the threshold
+    for cy, cx in ((3, 3), (3, 5)):
+        out[1:9, cy, cx] = np.array([-3, -1, 3, -1, 3, 1, -3, 1]) + np.array([3 - cx, 0] * 4)
+    dets = targets.decode_detections(out, STRIDE, 0.35, 0.4, 10)
+    assert len(dets) == 1 and dets[0][1] == pytest.approx(1 / (1 + np.exp(-3.0)))
+
+
+def test_order_quad_clockwise_from_top_left() -> None:
+    q = np.array([[10, 20], [0, 0], [0, 20], [10, 0]], float)  # shuffled
+    np.testing.assert_array_equal(targets.order_quad(q), [[0, 0], [10, 0], [10, 20], [0, 20]])
+
+
+def test_box_iou() -> None:
+    a = np.array([0, 0, 10, 10])
+    assert targets.quad_iou_boxes(a, a) == 1.0
+    assert targets.quad_iou_boxes(a, np.array([5, 0, 15, 10])) == pytest.approx(50 / 150)
+    assert targets.quad_iou_boxes(a, np.array([20, 20, 30, 30])) == 0.0
