@@ -1,6 +1,6 @@
 """Render the synthetic images committed under tests/data/synthetic (and request/samples).
 
-Deterministic: scenes of seed 4242 whose plates are all at least 12% of the image width
+Deterministic: scenes of seed 4242 whose plates are all at least 20% of the image width
 (so a person can read them too), and the first crops of seed 4243 at least 40 pixels high. Re-running gives the same
 bytes; nothing here looks at a model.
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     while found < args.scenes:
         s = render_scene(4242, i, args.width, args.height)
         i += 1
-        if not s.plates or any(p.box[2] - p.box[0] < 0.12 * args.width for p in s.plates):
+        if not s.plates or any(p.box[2] - p.box[0] < 0.2 * args.width for p in s.plates):
             continue
         name = f"scene_{found + 1}.jpg"
         _jpeg(args.out / name, s.image)
