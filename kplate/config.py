@@ -25,8 +25,11 @@ class DetectorConfig(_Strict):
     width: tuple[int, int, int, int, int] = (16, 24, 48, 80, 128)
     head_channels: int = Field(48, ge=8)
     train_size: int = Field(256, ge=64, multiple_of=32)
-    infer_long_side: int = Field(640, ge=64, multiple_of=32)
-    score_threshold: float = Field(0.35, gt=0, lt=1)
+    #: Inference resizes the longer side to each of these and merges the detections: the
+    #: detector saw plates of at most ~150 px in training, so large plates are found at the
+    #: smaller scale and small ones at the larger.
+    infer_long_sides: tuple[int, ...] = Field((640, 320), min_length=1)
+    score_threshold: float = Field(0.5, gt=0, lt=1)
     nms_iou: float = Field(0.4, gt=0, le=1)
     max_plates: int = Field(16, ge=1)
 

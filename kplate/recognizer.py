@@ -135,15 +135,36 @@ class Recognizer:
         return results
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """Run the detector on RGB arrays; corners in original pixels."""
+        """Run the detector on RGB arrays at every configured scale; corners in original pixels.
+
+        Detections of all scales are merged by box IoU, best score first.
+        """
         cfg = self.config.detector
-        prepared = [self._prepare(im) for im in images]
+        merged: list[list[tuple[np.ndarray, float, int, int]]] = [[] for _ in images]
+        for side in cfg.infer_long_sides:
+            for i, dets in enumerate(self._detect_at(images, side)):
+                merged[i] += dets
+        out: list[list[Detection]] = []
+        for dets in merged:
+            kept: list[tuple[np.ndarray, float, int, int]] = []
+            for d in sorted(dets, key=lambda d: -d[1]):
+                if all(targets.quad_iou_boxes(d[0], k[0]) <= cfg.nms_iou for k in kept):
+                    kept.append(d)
+            out.append([self._detection(*d) for d in kept[: cfg.max_plates]])
+        return out
+
+    def _detect_at(
+        self, images: Sequence[np.ndarray], long_side: int
+    ) -> list[list[tuple[np.ndarray, float, int, int]]]:
+        """Detections at one scale: ``(quad in original pixels, score, layout, colour)``."""
+        cfg = self.config.detector
+        prepared = [self._prepare(im, long_side) for im in images]
         # Batch only images with the same padded shape, so an image's result never depends
         # on the other images it was batched with (served batches mix requests).
         groups: dict[tuple[int, int], list[int]] = {}
         for i, p in enumerate(prepared):
             groups.setdefault(_padded_shape(p.image), []).append(i)
-        out: list[list[Detection]] = [[] for _ in images]
+        out: list[list[tuple[np.ndarray, float, int, int]]] = [[] for _ in images]
         for members in groups.values():
             for start in range(0, len(members), DETECT_BATCH):
                 idx = members[start : start + DETECT_BATCH]
@@ -155,7 +176,7 @@ class Recognizer:
                         r, STRIDE, cfg.score_threshold, cfg.nms_iou, cfg.max_plates
                     )
                     scale = prepared[i].scale
-                    out[i] = [self._detection(q / scale, s, lay, col) for q, s, lay, col in dets]
+                    out[i] = [(q / scale, s, lay, col) for q, s, lay, col in dets]
         return out
 
     def read(self, crops: Sequence[ImageInput]) -> list[Reading]:
@@ -207,9 +228,9 @@ class Recognizer:
             return False
         return not rc.require_plate_shape or plates.parse(reading.text) is not None
 
-    def _prepare(self, image: np.ndarray) -> _Prepared:
+    def _prepare(self, image: np.ndarray, long_side: int) -> _Prepared:
         h, w = image.shape[:2]
-        scale = self.config.detector.infer_long_side / max(h, w)
+        scale = long_side / max(h, w)
         if scale < 1:
             nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
             small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
