@@ -161,27 +161,23 @@ def served_calls(serving: LocalServing, images: list[bytes]) -> tuple[Call, Call
         for img in images
     ]
 
-    def torchserve(i: int) -> int:
-        r = session().post(
-            ts_url,
-            data=images[i % len(images)],
-            headers={"Content-Type": "application/octet-stream"},
-            timeout=120,
-        )
-        r.raise_for_status()
-        return 1
+    def poster(url: str, payloads: list[bytes], content_type: str) -> Callable[[int], int]:
+        def post(i: int) -> int:
+            r = session().post(
+                url,
+                data=payloads[i % len(payloads)],
+                headers={"Content-Type": content_type},
+                timeout=120,
+            )
+            r.raise_for_status()
+            return 1
 
-    def front(i: int) -> int:
-        r = session().post(
-            front_url,
-            data=bodies[i % len(bodies)],
-            headers={"Content-Type": "application/json"},
-            timeout=120,
-        )
-        r.raise_for_status()
-        return 1
+        return post
 
-    return torchserve, front
+    return (
+        poster(ts_url, images, "application/octet-stream"),
+        poster(front_url, bodies, "application/json"),
+    )
 
 
 def paired_latency(calls: dict[str, Call], total: int) -> dict[str, float]:

