@@ -188,18 +188,13 @@ def _load(path: Path) -> Any:
 
 def _score_scene(report: Report, name: str, rows: list[dict[str, Any]], found: list[Plate]) -> None:
     gts = [r for r in rows if r.get("box")]
-    order = sorted(range(len(found)), key=lambda k: -found[k].score)
-    used: set[int] = set()
+    order = sorted(found, key=lambda p: -p.score)
+    hits = targets.match(
+        [np.array(p.box) for p in order], [np.array(r["box"]) for r in gts], IOU_THRESHOLD
+    )
     matched: dict[int, Plate] = {}
-    for k in order:
-        p = found[k]
-        best, best_iou = -1, IOU_THRESHOLD
-        for g, row in enumerate(gts):
-            iou = targets.quad_iou_boxes(np.array(p.box), np.array(row["box"]))
-            if g not in used and iou >= best_iou:
-                best, best_iou = g, iou
+    for p, best in zip(order, hits):
         if best >= 0:
-            used.add(best)
             matched[best] = p
         else:
             report.scenes["overall"].fp += 1

@@ -210,12 +210,7 @@ class Recognizer:
         q = np.asarray(corners, np.float32)
         plate_w = float(max(np.linalg.norm(q[1] - q[0]), np.linalg.norm(q[2] - q[3])))
         f = int(np.clip(np.floor(plate_w / rc.width), 1, 4))
-        w, h = rc.width * f, rc.height * f
-        dst = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
-        M = cv2.getPerspectiveTransform(q, dst)
-        crop = cv2.warpPerspective(
-            image, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
+        crop = targets.rectify(image, q, (rc.width * f, rc.height * f))
         if f > 1:
             crop = cv2.resize(crop, (rc.width, rc.height), interpolation=cv2.INTER_AREA)
         return crop

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kplate import plates
 
 Point = tuple[float, float]
+
+
+def hull(corners: Sequence[Point]) -> tuple[float, float, float, float]:
+    """Axis-aligned hull ``(x1, y1, x2, y2)`` of a plate's corners."""
+    xs = [p[0] for p in corners]
+    ys = [p[1] for p in corners]
+    return (min(xs), min(ys), max(xs), max(ys))
 
 
 @dataclass(frozen=True)
@@ -29,9 +37,7 @@ class Detection:
     @property
     def box(self) -> tuple[float, float, float, float]:
         """Axis-aligned hull of the corners as ``(x1, y1, x2, y2)``."""
-        xs = [p[0] for p in self.corners]
-        ys = [p[1] for p in self.corners]
-        return (min(xs), min(ys), max(xs), max(ys))
+        return hull(self.corners)
 
 
 @dataclass(frozen=True)
@@ -77,9 +83,7 @@ class Plate:
     @property
     def box(self) -> tuple[float, float, float, float]:
         """Axis-aligned hull of the corners as ``(x1, y1, x2, y2)``."""
-        xs = [p[0] for p in self.corners]
-        ys = [p[1] for p in self.corners]
-        return (min(xs), min(ys), max(xs), max(ys))
+        return hull(self.corners)
 
     @property
     def type_code(self) -> str | None:

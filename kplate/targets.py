@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 from kplate.plates import COLORS, LAYOUTS
@@ -160,3 +161,32 @@ def order_quad(quad: np.ndarray) -> np.ndarray:
     q = q[np.argsort(ang)]  # clockwise in image coordinates (y down), starting near -pi
     start = int(np.argmin(q.sum(1)))
     return np.roll(q, -start, axis=0)
+
+
+def rectify(img: np.ndarray, corners: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Warp the quadrilateral ``corners`` (TL, TR, BR, BL) of ``img`` to a ``size=(w, h)`` image."""
+    w, h = size
+    dst = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    M = cv2.getPerspectiveTransform(np.asarray(corners, np.float32), dst)
+    return cv2.warpPerspective(
+        img, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+def match(
+    preds: Sequence[np.ndarray], gts: Sequence[np.ndarray], iou_threshold: float
+) -> list[int]:
+    """Greedy matching in ``preds`` order (best score first): for each prediction, the index of
+    the unmatched ground truth with the highest box IoU >= ``iou_threshold``, else -1."""
+    used: set[int] = set()
+    out = []
+    for p in preds:
+        best, best_iou = -1, iou_threshold
+        for g, gt in enumerate(gts):
+            iou = quad_iou_boxes(p, gt)
+            if g not in used and iou >= best_iou:
+                best, best_iou = g, iou
+        if best >= 0:
+            used.add(best)
+        out.append(best)
+    return out

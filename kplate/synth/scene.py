@@ -13,8 +13,10 @@ import cv2
 import numpy as np
 
 from kplate.plates import PlateText
+from kplate.result import hull
 from kplate.synth import backgrounds, effects, fonts
 from kplate.synth.plate import PlateStyle, pick_style, render_plate, text_for
+from kplate.targets import rectify
 
 Corners = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
 
@@ -35,9 +37,7 @@ class PlateLabel:
     @property
     def box(self) -> tuple[float, float, float, float]:
         """The axis-aligned hull of the corners ``(x1, y1, x2, y2)``."""
-        xs = [p[0] for p in self.corners]
-        ys = [p[1] for p in self.corners]
-        return (min(xs), min(ys), max(xs), max(ys))
+        return hull(self.corners)
 
     def to_json(self) -> dict[str, Any]:
         """The row fields of ``labels.jsonl`` (without ``file`` and ``kind``)."""
@@ -388,16 +388,6 @@ def jitter_corners(
     out = center + (c - center) * np.array([1 + e, 1 + ey])
     out += rng.normal(0, 1, size=(4, 2)) * np.array([w * amount / 2, h * amount])
     return out
-
-
-def rectify(img: np.ndarray, corners: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Warp the quadrilateral ``corners`` (TL, TR, BR, BL) of ``img`` to a ``size=(w, h)`` image."""
-    w, h = size
-    dst = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
-    M = cv2.getPerspectiveTransform(np.asarray(corners, np.float32), dst)
-    return cv2.warpPerspective(
-        img, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
 
 
 def render_crop(seed: int, index: int, size: tuple[int, int] | None = None) -> Sample:

@@ -17,6 +17,7 @@ from kplate import targets
 from kplate.config import EngineConfig, load_config
 from kplate.models.detector import N_LAYOUT, STRIDE, PlateDetector
 from kplate.models.reader import PlateReader
+from kplate.plates import COLORS, LAYOUTS
 from kplate.train.data import CropDataset, SceneDataset, collate_scenes, to_float
 from kplate.train.engine import TrainArgs, train
 
@@ -92,26 +93,18 @@ def detector_metrics(model: nn.Module, data: SceneDataset, cfg: EngineConfig) ->
                 cfg.detector.max_plates,
             )
             gts = list(zip(data.quads[i], data.layouts[i], data.colors[i]))
-            used: set[int] = set()
-            for quad, _score, lay, col in dets:
-                best, best_iou = -1, 0.5
-                for g, (gq, _, _) in enumerate(gts):
-                    iou = targets.quad_iou_boxes(quad, gq)
-                    if g not in used and iou >= best_iou:
-                        best, best_iou = g, iou
+            hits = targets.match([d[0] for d in dets], [g[0] for g in gts], 0.5)
+            for (quad, _score, lay, col), best in zip(dets, hits):
                 if best < 0:
                     fp += 1
                     continue
-                used.add(best)
                 tp += 1
                 gq, gl, gc = gts[best]
                 diag = float(np.hypot(*(gq.max(0) - gq.min(0))))
                 corner_err.append(float(np.abs(quad - gq).mean()) / max(diag, 1.0))
-                cls_ok += int(gl == ("one-line", "two-line")[lay]) + int(
-                    gc == ("white", "green", "yellow", "blue", "orange")[col]
-                )
+                cls_ok += int(gl == LAYOUTS[lay]) + int(gc == COLORS[col])
                 cls_n += 2
-            fn += len(gts) - len(used)
+            fn += len(gts) - sum(h >= 0 for h in hits)
     return {
         "precision": tp / max(1, tp + fp),
         "recall": tp / max(1, tp + fn),
