@@ -67,9 +67,18 @@ train-detector: $(STAMP) ## train the plate detector into runs/detector
 train-reader: $(STAMP) ## train the plate reader into runs/reader
 	$(VENV)/bin/kplate train reader --out $(RUNS)/reader --threads 2 --workers 2
 
-eval: $(STAMP) ## accuracy on held-out synthetic data and, when present, the real-dev photos
-	test -f data/heldout-scenes/labels.jsonl || $(VENV)/bin/kplate synth --out data/heldout-scenes --kind scenes --count 300 --seed 777
-	test -f data/heldout-crops/labels.jsonl || $(VENV)/bin/kplate synth --out data/heldout-crops --kind crops --count 2000 --seed 778
+# held-out synthetic sets: seeds the training never uses; re-rendered when the generator changes
+SYNTH_SRC := $(wildcard kplate/synth/*.py)
+
+data/heldout-scenes/labels.jsonl: $(SYNTH_SRC) | $(STAMP)
+	rm -rf data/heldout-scenes
+	$(VENV)/bin/kplate synth --out data/heldout-scenes --kind scenes --count 300 --seed 777
+
+data/heldout-crops/labels.jsonl: $(SYNTH_SRC) | $(STAMP)
+	rm -rf data/heldout-crops
+	$(VENV)/bin/kplate synth --out data/heldout-crops --kind crops --count 2000 --seed 778
+
+eval: data/heldout-scenes/labels.jsonl data/heldout-crops/labels.jsonl | $(STAMP) ## accuracy on held-out synthetic data and, when present, the real-dev photos
 	$(VENV)/bin/kplate eval data/heldout-scenes --out runs/eval/heldout-scenes
 	$(VENV)/bin/kplate eval data/heldout-crops --out runs/eval/heldout-crops
 	if [ -f $(REAL_DEV)/labels.jsonl ]; then $(VENV)/bin/kplate eval $(REAL_DEV) --out runs/eval/real-dev; \

@@ -1,7 +1,8 @@
 """``kplate eval``: accuracy on a folder with ``labels.jsonl`` (the real-dev format).
 
-Scenes: detection precision and recall at box IoU 0.5, and end-to-end exact match (a labelled
-plate found and read exactly). Crops: the reader on the whole image, exact match and
+Scenes: precision and recall at box IoU 0.5 of the plates returned (detected, and read as a
+plate-shaped string), end-to-end exact match (a labelled plate found and read exactly), and
+the detector's own precision and recall before any reading is dropped. Crops: the reader on the whole image, exact match and
 character accuracy. Everything is broken down by layout and colour.
 """
 
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from kplate import plates, targets
 from kplate.imageio import to_rgb_array
-from kplate.result import Plate, Reading
+from kplate.result import Detection, Plate, Reading
 from kplate.synth.dataset import read_labels
 
 IOU_THRESHOLD = 0.5
@@ -32,6 +33,8 @@ class Engine(Protocol):
     def recognize(self, images: Sequence[Any]) -> list[list[Plate]]: ...
 
     def read(self, crops: Sequence[Any]) -> list[Reading]: ...
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]: ...
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -58,6 +61,8 @@ class _Tally:
     tp: int = 0
     fp: int = 0
     fn: int = 0
+    det_tp: int = 0
+    det_fp: int = 0
 
 
 @dataclass
@@ -79,6 +84,10 @@ class Report:
                 "precision": round(t.tp / max(1, t.tp + t.fp), 4) if overall else None,
                 "recall": round(t.tp / max(1, t.tp + t.fn), 4),
                 "e2e_exact": round(t.exact / max(1, t.n), 4),
+                "detector_precision": (
+                    round(t.det_tp / max(1, t.det_tp + t.det_fp), 4) if overall else None
+                ),
+                "detector_recall": round(t.det_tp / max(1, t.n), 4),
             }
 
         def crop_row(t: _Tally) -> dict[str, Any]:
@@ -102,13 +111,16 @@ class Report:
         lines = [f"Evaluation of `{self.folder}` (IoU {IOU_THRESHOLD})", ""]
         if j["scenes"]:
             lines += [
-                "| scenes | plates | precision | recall | end-to-end exact |",
-                "|---|---:|---:|---:|---:|",
+                "| scenes | plates | precision | recall | end-to-end exact "
+                "| detector precision | detector recall |",
+                "|---|---:|---:|---:|---:|---:|---:|",
             ]
             for k, r in j["scenes"].items():
                 prec = "-" if r["precision"] is None else f"{r['precision']:.1%}"
+                dprec = "-" if r["detector_precision"] is None else f"{r['detector_precision']:.1%}"
                 lines.append(
-                    f"| {k} | {r['plates']} | {prec} | {r['recall']:.1%} | {r['e2e_exact']:.1%} |"
+                    f"| {k} | {r['plates']} | {prec} | {r['recall']:.1%} | {r['e2e_exact']:.1%} "
+                    f"| {dprec} | {r['detector_recall']:.1%} |"
                 )
             lines.append("")
         if j["crops"]:
@@ -157,8 +169,9 @@ def evaluate(folder: Path, engine: Engine, progress: bool = True, batch: int = 4
     for start in range(0, len(scene_files), batch):
         names = scene_files[start : start + batch]
         images = [_load(folder / n) for n in names]
-        for name, found in zip(names, engine.recognize(images)):
+        for name, found, dets in zip(names, engine.recognize(images), engine.detect(images)):
             _score_scene(report, name, by_file[name], found)
+            _score_detections(report, by_file[name], dets)
         bar.update(len(names))
     for start in range(0, len(crop_files), 32):
         names = crop_files[start : start + 32]
@@ -219,6 +232,19 @@ def _score_scene(report: Report, name: str, rows: list[dict[str, Any]], found: l
                     "read": None if hit is None else hit.text,
                 }
             )
+
+
+def _score_detections(report: Report, rows: list[dict[str, Any]], dets: list[Detection]) -> None:
+    """The detector alone: every detection counts, read or not."""
+    gts = [r for r in rows if r.get("box")]
+    order = sorted(dets, key=lambda d: -d.score)
+    hits = targets.match(
+        [np.array(d.box) for d in order], [np.array(r["box"]) for r in gts], IOU_THRESHOLD
+    )
+    report.scenes["overall"].det_fp += sum(h < 0 for h in hits)
+    for g in {h for h in hits if h >= 0}:
+        for grp in _groups(gts[g]):
+            report.scenes[grp].det_tp += 1
 
 
 def write_report(report: Report, out: Path | None) -> str:

@@ -20,8 +20,15 @@ from kplate import Recognizer
 from kplate.evaluate import evaluate
 
 #: What the shipped weights measured (kplate eval ../shared/real-dev, 2026-11-22):
-#: scenes precision 0.600, recall 0.5625, end-to-end exact 0.125; crops exact 0.207.
-MEASURED = {"precision": 0.55, "recall": 0.50, "e2e_exact": 0.12, "crop_exact": 0.20}
+#: scenes precision 0.571, recall 0.500, end-to-end exact 0.250; crops exact 0.172, character
+#: accuracy 0.611. (16 scene plates and 29 crops: one plate is 6 or 3.4 points.)
+MEASURED = {
+    "precision": 0.55,
+    "recall": 0.48,
+    "e2e_exact": 0.24,
+    "crop_exact": 0.17,
+    "crop_char_acc": 0.60,
+}
 #: The issue's targets.
 TARGETS = {"precision": 0.90, "recall": 0.95, "e2e_exact": 0.80, "crop_exact": 0.90}
 NOT_YET = pytest.mark.xfail(
@@ -42,6 +49,7 @@ def _metrics(report: dict[str, Any]) -> dict[str, float]:
         "recall": s["recall"],
         "e2e_exact": s["e2e_exact"],
         "crop_exact": report["crops"]["overall"]["exact"],
+        "crop_char_acc": report["crops"]["overall"]["char_acc"],
     }
 
 

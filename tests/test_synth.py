@@ -79,6 +79,47 @@ def test_crop_labels() -> None:
     assert label.corners == ((0.0, 0.0), (160.0, 0.0), (160.0, 64.0), (0.0, 64.0))
 
 
+def test_natural_size_crops_keep_readable_widths() -> None:
+    from kplate.synth.scene import CROP_MAX_W, CROP_MIN_W
+
+    widths = [render_crop(9, i).image.shape[1] for i in range(40)]
+    # the rectified crop keeps the plate's aspect: its width follows the rendered plate width
+    # (the crop height is clipped to 16..160 px, so the width stays within these bounds)
+    assert min(widths) >= CROP_MIN_W * 0.85
+    assert max(widths) <= CROP_MAX_W * 1.5
+    assert np.median(widths) > 90
+
+
+def test_blur_scales_with_plate_size() -> None:
+    from kplate.synth import effects
+
+    img = np.zeros((80, 200, 3), np.uint8)
+    img[:, ::6] = 255  # thin strokes: blur lowers the contrast between neighbours
+
+    def sharpness(blur_scale: float) -> float:
+        vals = []
+        for seed in range(30):
+            rng = np.random.default_rng(seed)
+            out = effects.degrade(rng, img.copy(), strength=1.0, blur_scale=blur_scale)
+            vals.append(float(np.abs(np.diff(out.astype(np.float32), axis=1)).mean()))
+        return float(np.mean(vals))
+
+    assert sharpness(0.3) > sharpness(1.0) * 1.1
+
+
+def test_car_paint_is_mostly_common_colours() -> None:
+    from kplate.synth.scene import _body
+
+    rng = np.random.default_rng(0)
+    sat = []
+    for _ in range(60):
+        body = _body(rng, 40, 120).astype(np.float32)
+        mean = body.reshape(-1, 3).mean(0)
+        sat.append(float(mean.max() - mean.min()))
+    # white, black, grey and silver paints are unsaturated; most bodies are one of them
+    assert np.mean(np.array(sat) < 40) > 0.6
+
+
 def _digest(folder: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(folder.iterdir()):

@@ -32,9 +32,7 @@ SKIMAGE_FILES: tuple[str, ...] = (
     "horse.png",
     "page.png",
     "text.png",
-    "moon.png",
     "coins.png",
-    "hubble_deep_field.jpg",
 )
 #: Longest side of a cached background; scenes take random crops of these.
 CACHE_SIDE = 1024

@@ -117,8 +117,14 @@ def jpeg(rng: np.random.Generator, img: np.ndarray, low: int = 25, high: int = 9
     return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
-def degrade(rng: np.random.Generator, img: np.ndarray, strength: float = 1.0) -> np.ndarray:
-    """The camera chain applied to a whole image: light, blur, noise, IR, JPEG."""
+def degrade(
+    rng: np.random.Generator, img: np.ndarray, strength: float = 1.0, blur_scale: float = 1.0
+) -> np.ndarray:
+    """The camera chain applied to a whole image: light, blur, noise, IR, JPEG.
+
+    ``blur_scale`` scales the blur lengths, so a small rendering of a plate is blurred as much
+    as its full-resolution photograph would be, relative to its size.
+    """
     if rng.random() < 0.1 * strength:
         img = infrared(rng, img)
     elif rng.random() < 0.5:
@@ -126,9 +132,9 @@ def degrade(rng: np.random.Generator, img: np.ndarray, strength: float = 1.0) ->
     img = light(rng, img, low=rng.random() < 0.15 * strength)
     r = rng.random()
     if r < 0.15 * strength:
-        img = motion_blur(rng, img)
+        img = motion_blur(rng, img, max(3, round(9 * blur_scale)))
     elif r < 0.45 * strength:
-        img = defocus(rng, img, 1.6)
+        img = defocus(rng, img, max(0.6, 1.6 * blur_scale))
     if rng.random() < 0.6:
         img = noise(rng, img, 10.0 * strength)
     if rng.random() < 0.7:

@@ -83,7 +83,7 @@ def _colors(rng: np.random.Generator, color: str) -> tuple[RGB, RGB]:
         k = _jit(rng, 25, 20)
         return bg, (k, k, k + int(rng.integers(0, 10)))
     if color == "green":
-        bg = (_jit(rng, 40, 20), _jit(rng, 120, 25), _jit(rng, 80, 20))
+        bg = (_jit(rng, 40, 20), _jit(rng, 135, 40), _jit(rng, 90, 30))
         v = _jit(rng, 238, 14)
         return bg, (v, v, v)
     if color == "yellow":

@@ -22,6 +22,11 @@ Corners = tuple[tuple[float, float], tuple[float, float], tuple[float, float], t
 
 #: Probability of 0, 1, 2, 3, 4 plates in a scene.
 PLATE_COUNT_P = (0.08, 0.52, 0.22, 0.11, 0.07)
+#: Plate widths (px) of rendered crops, drawn log-uniformly.
+CROP_MIN_W, CROP_MAX_W = 48.0, 300.0
+#: Car paint: mostly white, black, grey and silver, as on Korean roads; the rest any colour.
+_PAINTS = ((235, 235, 235), (20, 20, 22), (90, 92, 96), (170, 172, 176), (40, 45, 70))
+_PAINT_P = np.array((0.34, 0.27, 0.17, 0.17, 0.05))
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,33 @@ def _view(
 # ---------------------------------------------------------------- car patch
 
 
+def _body(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Glossy car paint: a common paint colour, shading, and soft reflections of the sky."""
+    if rng.random() < 0.82:
+        paint = np.array(
+            _PAINTS[int(rng.choice(len(_PAINTS), p=_PAINT_P / _PAINT_P.sum()))], np.float32
+        )
+        paint += rng.normal(0, 8, size=3).astype(np.float32)
+    else:
+        paint = rng.integers(10, 250, size=3).astype(np.float32)
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = paint
+    shade = np.linspace(float(rng.uniform(-40, 0)), float(rng.uniform(0, 40)), h, dtype=np.float32)
+    img += shade[:, None, None]
+    # reflections: a smooth random light field and a few bright diagonal streaks
+    field = rng.normal(0, 1, size=(3, 4)).astype(np.float32)
+    field = np.asarray(cv2.resize(field, (w, h), interpolation=cv2.INTER_CUBIC), np.float32)
+    img += field[..., None] * float(rng.uniform(5, 35))
+    for _ in range(int(rng.integers(0, 4))):
+        streak = np.zeros((h, w), np.float32)
+        x = int(rng.integers(0, w))
+        dx = int(rng.uniform(-0.5, 0.5) * h)
+        cv2.line(streak, (x, 0), (x + dx, h), 1.0, max(1, int(w * rng.uniform(0.01, 0.08))))
+        soft = np.asarray(cv2.GaussianBlur(streak, (0, 0), max(1.0, w * 0.02)), np.float32)
+        img += soft[..., None] * float(rng.uniform(30, 120))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def _car_patch(
     rng: np.random.Generator, plate: np.ndarray, with_car: bool
 ) -> tuple[np.ndarray, tuple[float, float]]:
@@ -120,13 +152,7 @@ def _car_patch(
     else:
         W = int(pw * float(rng.uniform(2.2, 4.0)))
         H = int(max(ph * 3.0, pw * float(rng.uniform(0.9, 1.6))))
-        body = tuple(int(c) for c in rng.integers(10, 250, size=3))
-        patch = np.empty((H, W, 3), np.uint8)
-        patch[:] = body
-        shade = np.linspace(
-            float(rng.uniform(-40, 0)), float(rng.uniform(0, 40)), H, dtype=np.float32
-        )
-        patch = np.clip(patch.astype(np.float32) + shade[:, None, None], 0, 255).astype(np.uint8)
+        patch = _body(rng, H, W)
         ox = int((W - pw) / 2 + float(rng.uniform(-0.08, 0.08)) * W)
         oy = int(H * float(rng.uniform(0.5, 0.72)))
         oy = min(oy, H - ph - 2)
@@ -400,7 +426,9 @@ def render_crop(seed: int, index: int, size: tuple[int, int] | None = None) -> S
     rng = sample_rng(seed, index, "crops")
     style = pick_style(rng)
     plate_text = text_for(rng, style)
-    target_w = float(np.exp(rng.uniform(np.log(36), np.log(260))))
+    # plates as the reader meets them: rectified from the full-resolution photo, where even a
+    # distant plate usually spans 50 px or more
+    target_w = float(np.exp(rng.uniform(np.log(CROP_MIN_W), np.log(CROP_MAX_W))))
     aspect = style.size_mm[1] / style.size_mm[0]
     cw = int(target_w * 1.7) + 8
     ch = int(target_w * aspect * 2.2) + 8
@@ -425,7 +453,7 @@ def render_crop(seed: int, index: int, size: tuple[int, int] | None = None) -> S
     if rng.random() < 0.06:
         c = np.array(corners).mean(0)
         canvas = effects.glare(rng, canvas, (float(c[0]), float(c[1])), target_w * 0.4)
-    canvas = effects.degrade(rng, canvas, strength=0.8)
+    canvas = effects.degrade(rng, canvas, strength=0.8, blur_scale=min(1.0, target_w / 150))
     quad = jitter_corners(rng, np.array(corners))
     if size is None:
         h = int(np.clip(target_w * aspect * float(rng.uniform(0.9, 1.3)), 16, 160))
