@@ -215,3 +215,25 @@ def test_synth_cli_rejects_bad_options(tmp_path: Path) -> None:
         timeout=120,
     )
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_strip_png_profile_keeps_pixels(tmp_path: Path) -> None:
+    import io
+
+    import cv2
+    from PIL import Image, ImageCms
+
+    from kplate.synth.backgrounds import strip_png_profile
+
+    arr = np.random.default_rng(0).integers(0, 255, size=(20, 30, 3), dtype=np.uint8)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", icc_profile=icc)
+    data = buf.getvalue()
+    assert b"iCCP" in data
+    stripped = strip_png_profile(data)
+    assert b"iCCP" not in stripped and len(stripped) < len(data)
+    a = cv2.imdecode(np.frombuffer(stripped, np.uint8), cv2.IMREAD_COLOR)
+    b = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert a is not None and b is not None and np.array_equal(a, b)
+    assert strip_png_profile(b"\xff\xd8 not a png") == b"\xff\xd8 not a png"

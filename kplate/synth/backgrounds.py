@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import struct
 from pathlib import Path
 
 import cv2
@@ -59,12 +60,40 @@ def background_files() -> list[Path]:
     return sorted(seen.values())
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def strip_png_profile(data: bytes) -> bytes:
+    """Drop a PNG's ``iCCP`` colour-profile chunk, if any; other bytes are kept as they are.
+
+    The decoder ignores the profile anyway, but libpng prints a warning for the malformed
+    profiles some packaged wallpapers carry, on every load.
+    """
+    if not data.startswith(_PNG_SIGNATURE):
+        return data
+    out, pos = [data[:8]], 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        end = pos + 12 + length  # length, type, data, CRC
+        if data[pos + 4 : pos + 8] != b"iCCP":
+            out.append(data[pos:end])
+        pos = end
+    return b"".join(out)
+
+
+def _read(path: Path) -> np.ndarray | None:
+    """Decode ``path`` at half resolution (BGR), or ``None`` when it cannot be decoded."""
+    buf = np.frombuffer(strip_png_profile(path.read_bytes()), np.uint8)
+    img: np.ndarray | None = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_REDUCED_COLOR_2)
+    return img
+
+
 @functools.lru_cache(maxsize=1)
 def load_backgrounds() -> tuple[np.ndarray, ...]:
     """Load every background photo once per process, downscaled to ``CACHE_SIDE``."""
     out = []
     for p in background_files():
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR | cv2.IMREAD_REDUCED_COLOR_2)
+        img = _read(p)
         if img is None:
             log.warning("skipping unreadable background %s", p)
             continue
