@@ -2,8 +2,8 @@
 
 Scenes: precision and recall at box IoU 0.5 of the plates returned (detected, and read as a
 plate-shaped string), end-to-end exact match (a labelled plate found and read exactly), and
-the detector's own precision and recall before any reading is dropped. Crops: the reader on the whole image, exact match and
-character accuracy. Everything is broken down by layout and colour.
+the detector's own precision and recall before any reading is dropped. Crops: the reader on
+the whole image, exact match and character accuracy. Everything is broken down by layout and colour.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -30,11 +30,13 @@ IOU_THRESHOLD = 0.5
 class Engine(Protocol):
     """What evaluation needs from a recognizer."""
 
-    def recognize(self, images: Sequence[Any]) -> list[list[Plate]]: ...
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]: ...
+
+    def read_detections(
+        self, arrays: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]]
+    ) -> list[list[Plate]]: ...
 
     def read(self, crops: Sequence[Any]) -> list[Reading]: ...
-
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]: ...
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -169,8 +171,10 @@ def evaluate(folder: Path, engine: Engine, progress: bool = True, batch: int = 4
     for start in range(0, len(scene_files), batch):
         names = scene_files[start : start + batch]
         images = [_load(folder / n) for n in names]
-        for name, found, dets in zip(names, engine.recognize(images), engine.detect(images)):
-            _score_scene(report, name, by_file[name], found)
+        detections = engine.detect(images)  # run once: scored alone, then read
+        found = engine.read_detections(images, detections)
+        for name, plates_found, dets in zip(names, found, detections):
+            _score_scene(report, name, by_file[name], plates_found)
             _score_detections(report, by_file[name], dets)
         bar.update(len(names))
     for start in range(0, len(crop_files), 32):
@@ -199,12 +203,20 @@ def _load(path: Path) -> Any:
         return to_rgb_array(im)
 
 
+_Found = TypeVar("_Found", Plate, Detection)
+
+
+def _match(found: Sequence[_Found], gts: list[dict[str, Any]]) -> tuple[list[_Found], list[int]]:
+    """``found`` best score first, and for each the index of its labelled plate (box IoU
+    >= :data:`IOU_THRESHOLD`, greedy) or -1."""
+    order = sorted(found, key=lambda f: -f.score)
+    boxes = [np.array(f.box) for f in order]
+    return order, targets.match(boxes, [np.array(r["box"]) for r in gts], IOU_THRESHOLD)
+
+
 def _score_scene(report: Report, name: str, rows: list[dict[str, Any]], found: list[Plate]) -> None:
     gts = [r for r in rows if r.get("box")]
-    order = sorted(found, key=lambda p: -p.score)
-    hits = targets.match(
-        [np.array(p.box) for p in order], [np.array(r["box"]) for r in gts], IOU_THRESHOLD
-    )
+    order, hits = _match(found, gts)
     matched: dict[int, Plate] = {}
     for p, best in zip(order, hits):
         if best >= 0:
@@ -237,10 +249,7 @@ def _score_scene(report: Report, name: str, rows: list[dict[str, Any]], found: l
 def _score_detections(report: Report, rows: list[dict[str, Any]], dets: list[Detection]) -> None:
     """The detector alone: every detection counts, read or not."""
     gts = [r for r in rows if r.get("box")]
-    order = sorted(dets, key=lambda d: -d.score)
-    hits = targets.match(
-        [np.array(d.box) for d in order], [np.array(r["box"]) for r in gts], IOU_THRESHOLD
-    )
+    _, hits = _match(dets, gts)
     report.scenes["overall"].det_fp += sum(h < 0 for h in hits)
     for g in {h for h in hits if h >= 0}:
         for grp in _groups(gts[g]):

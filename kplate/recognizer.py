@@ -121,7 +121,13 @@ class Recognizer:
             InvalidImageError, ImageTooLargeError: an image cannot be used (bytes input).
         """
         arrays = [to_rgb_array(im) for im in images]
-        detections = self.detect(arrays)
+        return self.read_detections(arrays, self.detect(arrays))
+
+    def read_detections(
+        self, arrays: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]]
+    ) -> list[list[Plate]]:
+        """Rectify and read the ``detections`` of each RGB array (from :meth:`detect`); keep
+        the plates read as a plate-shaped string. One list of plates per array."""
         crops, owners = [], []
         for i, (img, dets) in enumerate(zip(arrays, detections)):
             for d in dets:

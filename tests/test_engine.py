@@ -161,23 +161,24 @@ class _Scripted:
 
     def __init__(self, scenes: dict[int, list[Plate]], crops: list[str]) -> None:
         self.scenes, self.crops, self.calls = scenes, crops, 0
-
-    def recognize(self, images: Sequence[Any]) -> list[list[Plate]]:
-        out = [self.scenes.get(self.calls + k, []) for k in range(len(images))]
-        self.calls += len(images)
-        return out
-
-    def read(self, crops: Sequence[Any]) -> list[Reading]:
-        return [Reading(t, 0.9) for t in self.crops[: len(crops)]]
+        self.batch: list[list[Plate]] = []
 
     def detect(self, images: Sequence[Any]) -> list[list[Detection]]:
         # the detector saw every returned plate, plus one plate whose reading was dropped
-        k = self.calls - len(images)
-        out = [
-            [_det(p.box, p.score) for p in self.scenes.get(k + i, [])] for i in range(len(images))
-        ]
+        self.batch = [self.scenes.get(self.calls + k, []) for k in range(len(images))]
+        self.calls += len(images)
+        out = [[_det(p.box, p.score) for p in plates_] for plates_ in self.batch]
         out[0].append(_det((100, 50, 150, 80)))
         return out
+
+    def read_detections(
+        self, arrays: Sequence[Any], detections: Sequence[Sequence[Detection]]
+    ) -> list[list[Plate]]:
+        assert len(arrays) == len(detections) == len(self.batch)
+        return self.batch
+
+    def read(self, crops: Sequence[Any]) -> list[Reading]:
+        return [Reading(t, 0.9) for t in self.crops[: len(crops)]]
 
 
 def _det(box: tuple[float, float, float, float], score: float = 0.9) -> Detection:

@@ -27,6 +27,7 @@ CROP_MIN_W, CROP_MAX_W = 48.0, 300.0
 #: Car paint: mostly white, black, grey and silver, as on Korean roads; the rest any colour.
 _PAINTS = ((235, 235, 235), (20, 20, 22), (90, 92, 96), (170, 172, 176), (40, 45, 70))
 _PAINT_P = np.array((0.34, 0.27, 0.17, 0.17, 0.05))
+_PAINT_P = _PAINT_P / _PAINT_P.sum()
 
 
 @dataclass(frozen=True)
@@ -122,9 +123,7 @@ def _soft(mask: np.ndarray, sigma: float) -> np.ndarray:
 def _body(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """Glossy car paint: a common paint colour, shading, and soft reflections of the sky."""
     if rng.random() < 0.82:
-        paint = np.array(
-            _PAINTS[int(rng.choice(len(_PAINTS), p=_PAINT_P / _PAINT_P.sum()))], np.float32
-        )
+        paint = np.array(_PAINTS[int(rng.choice(len(_PAINTS), p=_PAINT_P))], np.float32)
         paint += rng.normal(0, 8, size=3).astype(np.float32)
     else:
         paint = rng.integers(10, 250, size=3).astype(np.float32)
