@@ -14,7 +14,7 @@ SEED ?= 0
 COUNT ?= 24
 OUT ?= data/preview
 
-.PHONY: help install deb lint test checks preview train train-detector train-reader eval bench-engine clean
+.PHONY: help install deb lint test checks preview train train-detector train-reader eval tune bench-engine clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ eval: data/heldout-scenes/labels.jsonl data/heldout-crops/labels.jsonl | $(STAMP
 	$(VENV)/bin/kplate eval data/heldout-crops --out runs/eval/heldout-crops
 	if [ -f $(REAL_DEV)/labels.jsonl ]; then $(VENV)/bin/kplate eval $(REAL_DEV) --out runs/eval/real-dev; \
 	else echo "no $(REAL_DEV): skipping the real photos"; fi
+
+tune: data/heldout-scenes/labels.jsonl | $(STAMP) ## sweep the detection threshold and reading repair on held-out synthetic scenes
+	$(PY) scripts/tune_inference.py data/heldout-scenes --json runs/tune.json
 
 bench-engine: $(STAMP) ## engine latency (1920x1080, one plate) and throughput, as ratios to a baseline
 	$(PY) scripts/bench_engine.py --json runs/bench-engine.json

@@ -45,6 +45,10 @@ class ReaderConfig(_Strict):
     #: Drop detections whose reading does not have the shape of a plate string (digits,
     #: Hangul, digits); removes signs and other text the detector mistook for plates.
     require_plate_shape: bool = True
+    #: When the per-slot best characters do not form a plate string, take the most probable
+    #: plate-shaped string instead if its least certain slot has at least this probability
+    #: (``null``: never; the reading is then dropped as not plate-shaped).
+    repair_min_score: float | None = Field(None, ge=0, le=1)
 
     @cached_property
     def alphabet(self) -> str:

@@ -202,7 +202,7 @@ class Recognizer:
             with torch.inference_mode():
                 probs = torch.softmax(self.reader(x).float(), -1).cpu().numpy()
             for p in probs:
-                text, score = targets.decode_slots(p, self.alphabet)
+                text, score = targets.decode_reading(p, self.alphabet, rc.repair_min_score)
                 readings.append(Reading(text=text, score=score))
         return readings
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from kplate.plates import COLORS, LAYOUTS
+from kplate.plates import ALL_USE_CHARS, COLORS, LAYOUTS, REGIONS, parse
 
 Quad = np.ndarray  # (4, 2) float, clockwise from top-left
 
@@ -51,6 +51,70 @@ def decode_slots(probs: np.ndarray, alphabet: str) -> tuple[str, float]:
             break
         chars.append(alphabet[int(i)])
     return "".join(chars), conf
+
+
+def decode_plate_slots(
+    probs: np.ndarray,
+    alphabet: str,
+    regions: Sequence[str],
+    use_chars: Sequence[str],
+) -> tuple[str, float] | None:
+    """The most probable plate-shaped string under the slot probabilities ``(max_len, V)``.
+
+    Plate-shaped: an optional region of ``regions``, 2 or 3 digits, one of ``use_chars``,
+    4 digits, then padding to the last slot. Slots are independent given the image, so the
+    best string of each of the four shapes is the best character of the allowed kind in each
+    slot (the best region as a pair); the shape with the highest total log-probability wins.
+    The confidence is the probability of its least certain slot, as in :func:`decode_slots`.
+    Returns ``None`` when no shape fits in the slots.
+    """
+    n_slots = probs.shape[0]
+    logp = np.log(np.clip(probs, 1e-12, 1.0))
+    index = {ch: i for i, ch in enumerate(alphabet)}
+    digits = np.array([index[d] for d in "0123456789"])
+    uses = np.array([index[c] for c in use_chars if c in index])
+    pairs = np.array([[index[r[0]], index[r[1]]] for r in regions if all(c in index for c in r)])
+    best: tuple[float, list[int]] | None = None
+    for with_region in (False, True):
+        if with_region and not len(pairs):
+            continue
+        for n_type in (2, 3):
+            kinds = ["r", "r"] if with_region else []
+            kinds += ["d"] * n_type + ["u"] + ["d"] * 4
+            if len(kinds) > n_slots:
+                continue
+            chosen: list[int] = []
+            if with_region:
+                pair_lp = logp[0, pairs[:, 0]] + logp[1, pairs[:, 1]]
+                chosen += [int(i) for i in pairs[int(pair_lp.argmax())]]
+            for slot in range(len(chosen), len(kinds)):
+                allowed = uses if kinds[slot] == "u" else digits
+                chosen.append(int(allowed[int(logp[slot, allowed].argmax())]))
+            chosen += [0] * (n_slots - len(kinds))
+            total = float(logp[np.arange(n_slots), chosen].sum())
+            if best is None or total > best[0]:
+                best = (total, chosen)
+    if best is None:
+        return None
+    chosen = best[1]
+    conf = float(np.min(probs[np.arange(n_slots), chosen]))
+    return "".join(alphabet[i] for i in chosen if i != 0), conf
+
+
+def decode_reading(
+    probs: np.ndarray, alphabet: str, repair_min_score: float | None
+) -> tuple[str, float]:
+    """The reader's text and confidence: the best character of each slot
+    (:func:`decode_slots`), or, when those do not spell a plate, the most probable
+    plate-shaped string (:func:`decode_plate_slots`) if its confidence is at least
+    ``repair_min_score`` (``None``: never repaired)."""
+    text, score = decode_slots(probs, alphabet)
+    if repair_min_score is None or parse(text) is not None:
+        return text, score
+    repaired = decode_plate_slots(probs, alphabet, REGIONS, ALL_USE_CHARS)
+    if repaired is None or repaired[1] < repair_min_score:
+        return text, score
+    return repaired
 
 
 # ---------------------------------------------------------------- detector

@@ -120,6 +120,56 @@ def test_car_paint_is_mostly_common_colours() -> None:
     assert np.mean(np.array(sat) < 40) > 0.6
 
 
+def _use_char_on_top_share(style_name: str, regional: bool | None) -> float:
+    from kplate.synth.plate import STYLE_BY_NAME, _layout_cells
+
+    style = STYLE_BY_NAME[style_name]
+    rng = np.random.default_rng(4)
+    on_top = []
+    for _ in range(400):
+        t = text_for(rng, style)
+        if regional is not None and (t.region is not None) != regional:
+            continue
+        cells = _layout_cells(rng, style, t)
+        (use,) = [c for c in cells if c.char == t.use_char and not c.char.isdigit()][:1]
+        on_top.append(use.y1 < style.size_mm[1] / 2)
+    return float(np.mean(on_top))
+
+
+def test_two_line_plates_put_the_use_char_where_real_ones_do() -> None:
+    # DOMAIN.md: "42 무" over the serial on plates without a region; regional plates have
+    # both arrangements ("서울 36 러" over the serial, or "서울 41" over "거 1086")
+    assert 0.65 < _use_char_on_top_share("green-2line-noregion", None) < 0.95
+    assert 0.1 < _use_char_on_top_share("green-2line", True) < 0.45
+
+
+def test_glyph_weight_thickens_and_thins_strokes() -> None:
+    from kplate.synth import fonts
+
+    path = str(fonts.find_fonts()[0])
+    ink = [int((fonts.glyph(path, "8", w) > 128).sum()) for w in (-2, 0, 2)]
+    assert ink[0] < 0.85 * ink[1] and ink[2] > 1.15 * ink[1]
+
+
+def test_car_badges_and_lamps_stay_inside_their_box() -> None:
+    from kplate.synth.scene import _emblem, _lamp
+
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        img = np.full((120, 200, 3), 128, np.uint8)
+        _emblem(rng, img, 100, 60, 80)
+        changed = np.nonzero((img != 128).any(axis=2))
+        assert len(changed[0]) > 50  # something was drawn
+        # the oval's half axes (40 and at most 30) plus half its rim (at most 80 / 10 / 2)
+        assert changed[1].min() >= 100 - 45 and changed[1].max() <= 100 + 45
+        assert changed[0].min() >= 60 - 35 and changed[0].max() <= 60 + 35
+        img[:] = 128
+        _lamp(rng, img, 10, 20, 60, 30)
+        changed = np.nonzero((img != 128).any(axis=2))
+        assert changed[1].min() >= 10 - 4 and changed[1].max() <= 70 + 4  # half the rim
+        assert changed[0].min() >= 20 - 4 and changed[0].max() <= 50 + 4
+
+
 def _digest(folder: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(folder.iterdir()):

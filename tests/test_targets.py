@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kplate import targets
+from kplate import plates, targets
 from kplate.config import ReaderConfig
 from kplate.models.detector import N_OUT, STRIDE
 
@@ -32,6 +32,63 @@ def test_decode_stops_at_padding_and_scores_every_slot() -> None:
     text, conf = targets.decode_slots(probs, ALPHABET)
     assert text == "1"
     assert conf == pytest.approx(0.6)  # the least certain slot, even after the padding
+
+
+def _slot_probs(rows: list[dict[str, float]], n_slots: int = 10) -> np.ndarray:
+    """Slot probabilities from ``{char: p}`` per slot; the rest of each row is padding."""
+    probs = np.zeros((n_slots, len(ALPHABET)))
+    for i in range(n_slots):
+        row = rows[i] if i < len(rows) else {}
+        for ch, p in row.items():
+            probs[i, ALPHABET.index(ch)] = p
+        probs[i, 0] += 1.0 - probs[i].sum()
+    return probs
+
+
+def _repair(probs: np.ndarray) -> tuple[str, float] | None:
+    return targets.decode_plate_slots(probs, ALPHABET, plates.REGIONS, plates.ALL_USE_CHARS)
+
+
+def test_plate_decode_keeps_a_plate_shaped_argmax() -> None:
+    probs = _slot_probs([{ch: 0.9} for ch in "12가3456"])
+    assert _repair(probs) == ("12가3456", pytest.approx(0.9))
+
+
+def test_plate_decode_repairs_a_malformed_reading() -> None:
+    # argmax reads "12가34566" (5 serial digits); the slot after the 4th serial digit is
+    # padding with 0.4, and every other slot is sure: the best plate string is "12가3456"
+    rows = [{ch: 0.95} for ch in "12가3456"] + [{"6": 0.6}]
+    probs = _slot_probs(rows)
+    assert targets.decode_slots(probs, ALPHABET)[0] == "12가34566"
+    text, conf = _repair(probs)  # type: ignore[misc]
+    assert text == "12가3456"
+    assert conf == pytest.approx(0.4)
+    # a digit where the use syllable belongs: the best syllable of that slot is taken
+    rows = [{"1": 0.9}, {"2": 0.9}, {"7": 0.5, "가": 0.3, "서": 0.2}] + [{c: 0.9} for c in "3456"]
+    text, conf = _repair(_slot_probs(rows))  # type: ignore[misc]
+    assert text == "12가3456" and conf == pytest.approx(0.3)
+
+
+def test_reading_is_repaired_only_when_malformed_and_confident_enough() -> None:
+    rows = [{ch: 0.95} for ch in "12가3456"] + [{"6": 0.6}]
+    probs = _slot_probs(rows)
+    assert targets.decode_reading(probs, ALPHABET, None)[0] == "12가34566"
+    assert targets.decode_reading(probs, ALPHABET, 0.5)[0] == "12가34566"  # repair: 0.4
+    assert targets.decode_reading(probs, ALPHABET, 0.3) == ("12가3456", pytest.approx(0.4))
+    # a plate-shaped argmax is kept as it is, whatever the floor
+    sure = _slot_probs([{ch: 0.9} for ch in "12가3456"])
+    assert targets.decode_reading(sure, ALPHABET, 0.0) == ("12가3456", pytest.approx(0.9))
+
+
+def test_plate_decode_reads_regions_as_whole_names() -> None:
+    # slot by slot the best is "서주" (not a region); the best region pair is "서울"
+    rows = [{"서": 0.9, "제": 0.1}, {"주": 0.5, "울": 0.45}] + [{c: 0.9} for c in "12가3456"]
+    text, _ = _repair(_slot_probs(rows))  # type: ignore[misc]
+    assert text == "서울12가3456"
+
+
+def test_plate_decode_needs_room_for_a_plate() -> None:
+    assert _repair(_slot_probs([{"1": 0.9}], n_slots=6)) is None
 
 
 def test_encode_text_rejects_unknown_and_long() -> None:

@@ -6,6 +6,7 @@ import functools
 import logging
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -70,15 +71,23 @@ def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, size)
 
 
-@functools.lru_cache(maxsize=8192)
-def glyph(path: str, char: str) -> np.ndarray:
-    """The ink of ``char`` in font ``path`` as a tight ``uint8`` mask (0..255), cached."""
+@functools.lru_cache(maxsize=16384)
+def glyph(path: str, char: str, weight: int = 0) -> np.ndarray:
+    """The ink of ``char`` in font ``path`` as a tight ``uint8`` mask (0..255), cached.
+
+    ``weight`` thickens (> 0) or thins (< 0) the strokes by that many pixels a side at the
+    glyph's :data:`GLYPH_PX` size, for the stroke widths real plates show beyond the fonts'.
+    """
     font = _font(path, GLYPH_PX)
     left, top, right, bottom = font.getbbox(char)
     w, h = max(1, right - left), max(1, bottom - top)
-    img = Image.new("L", (int(w) + 4, int(h) + 4), 0)
-    ImageDraw.Draw(img).text((2 - left, 2 - top), char, font=font, fill=255)
+    pad = 2 + max(0, weight)
+    img = Image.new("L", (int(w) + 2 * pad, int(h) + 2 * pad), 0)
+    ImageDraw.Draw(img).text((pad - left, pad - top), char, font=font, fill=255)
     arr = np.asarray(img)
+    if weight:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(weight) + 1,) * 2)
+        arr = cv2.dilate(arr, k) if weight > 0 else cv2.erode(arr, k)
     ys, xs = np.nonzero(arr > 8)
     if len(xs) == 0:
         return np.zeros((1, 1), np.uint8)

@@ -35,8 +35,8 @@ STYLES: tuple[PlateStyle, ...] = (
     PlateStyle("white-3digit-band", "one-line", "white", (520, 110), 0.12),
     PlateStyle("ev-blue", "one-line", "blue", (520, 110), 0.10),
     PlateStyle("yellow-1line", "one-line", "yellow", (520, 110), 0.10),
-    PlateStyle("green-2line", "two-line", "green", (335, 170), 0.16),
-    PlateStyle("green-2line-noregion", "two-line", "green", (335, 170), 0.06),
+    PlateStyle("green-2line", "two-line", "green", (335, 170), 0.12),
+    PlateStyle("green-2line-noregion", "two-line", "green", (335, 170), 0.10),
     PlateStyle("yellow-2line", "two-line", "yellow", (335, 170), 0.08),
     PlateStyle("large-2line", "two-line", "yellow", (440, 220), 0.04),
     PlateStyle("orange", "two-line", "orange", (335, 170), 0.03),
@@ -176,7 +176,9 @@ def _layout_cells(rng: np.random.Generator, style: PlateStyle, t: PlateText) -> 
             {len(tn) - 1: 0.25, len(tn): 0.25},
         )
         return cells
-    use_on_top = rng.random() < 0.2
+    # DOMAIN.md: the top line carries the use char too (`서울 36 러`, `42 무`); older plates put
+    # it at the bottom left (`서울 41` over `거 1086`). Without a region, it is mostly on top.
+    use_on_top = rng.random() < (0.25 if t.region else 0.8)
     top_chars = [(ch, 1.1) for ch in (t.region or "")] + [(d, 0.9) for d in tn]
     if use_on_top:
         top_chars.append((uc, 1.1))
@@ -190,8 +192,9 @@ def _layout_cells(rng: np.random.Generator, style: PlateStyle, t: PlateText) -> 
     cells = _row(top_chars, cx - top_w / 2, cx + top_w / 2, top_y0, top_y1, gaps_top)
     bot_x0, bot_x1 = j(20, 6) * s, W - j(18, 6) * s
     if use_on_top:
+        inset = j(12, 9) * s  # the serial alone spans most of the plate
         cells += _row(
-            [(d, 1.0) for d in serial], bot_x0 + 20 * s, bot_x1 - 20 * s, bot_y0, bot_y1, {}
+            [(d, 1.0) for d in serial], bot_x0 + inset, bot_x1 - inset, bot_y0, bot_y1, {}
         )
         return cells
     hw = j(0.95, 0.1)
@@ -295,9 +298,11 @@ def render_plate(
     )
     fill = float(rng.uniform(0.72, 0.92))  # glyph width share of its cell
     bold = int(rng.integers(-1, 2)) if s >= 1.0 else 0
-    for cell in _layout_cells(rng, style, plate_text):
+    weight = int(rng.choice((-2, -1, 0, 0, 1, 2)))  # stroke width, at the glyph's size
+    cells = _layout_cells(rng, style, plate_text)
+    for cell in cells:
         is_digit = cell.char.isdigit()
-        g = fonts.glyph(font if is_digit else hangul_font, cell.char)
+        g = fonts.glyph(font if is_digit else hangul_font, cell.char, weight)
         cw = (cell.x1 - cell.x0) * (fill if is_digit or cell.char == "1" else min(1.0, fill + 0.08))
         ch = cell.y1 - cell.y0
         gw = max(1, round(cw * s))
@@ -312,16 +317,25 @@ def render_plate(
             m = cv2.dilate(m, k) if bold > 0 else cv2.erode(m, k)
         cx = (cell.x0 + cell.x1) / 2 * s
         _stamp(canvas, m, round(cx - gw / 2), round(cell.y0 * s), ink)
-    # bolts
+    # bolts: one-line plates above the text, two-line plates either side of the top line
     if rng.random() < 0.6:
-        r = max(1, round(float(rng.uniform(4, 7)) * s))
-        yb = round(H * (0.12 if style.layout == "two-line" else float(rng.uniform(0.12, 0.2))))
-        for xb in (
-            (round(W * 0.2), round(W * 0.8))
-            if style.layout == "one-line"
-            else (round(W * 0.3), round(W * 0.7))
-        ):
-            metal = int(rng.integers(120, 230))
-            cv2.circle(canvas, (xb, yb), r, (metal, metal, metal), -1, lineType=cv2.LINE_AA)
+        r_mm = float(rng.uniform(4, 7))
+        r = max(1, round(r_mm * s))
+        if style.layout == "one-line":
+            yb = round(H * float(rng.uniform(0.12, 0.2)))
+            xs: tuple[int, ...] = (round(W * 0.2), round(W * 0.8))
+        else:
+            top = [c for c in cells if c.y1 < H_mm * 0.5] or cells
+            x_mm = float(rng.uniform(0.08, 0.22)) * W_mm
+            xl = min(x_mm, min(c.x0 for c in top) - r_mm - 3)
+            xr = max(W_mm - x_mm, max(c.x1 for c in top) + r_mm + 3)
+            yb = round(float(np.mean([(c.y0 + c.y1) / 2 for c in top])) * s)
+            # no room beside the text: no bolts
+            xs = (round(xl * s), round(xr * s)) if xl > r_mm and xr < W_mm - r_mm else ()
+        metal = int(rng.integers(120, 230))
+        # chrome bolts, or bolt caps painted the plate colour
+        cap = (metal,) * 3 if rng.random() < 0.6 else tuple(int(c * 0.85) for c in bg)
+        for xb in xs:
+            cv2.circle(canvas, (xb, yb), r, cap, -1, lineType=cv2.LINE_AA)
             cv2.circle(canvas, (xb, yb), r, (60, 60, 60), 1, lineType=cv2.LINE_AA)
     return RenderedPlate(image=canvas, style=style, text=plate_text)

@@ -183,6 +183,19 @@ def _car_patch(
             cv2.rectangle(
                 patch, (int(W * 0.15), 0), (int(W * 0.85), max(1, gy0 - ph)), (40, 50, 60), -1
             )
+        if rng.random() < 0.6:  # the maker's badge, centred between the lights
+            ew = max(6, int(pw * float(rng.uniform(0.25, 0.55))))
+            ey = max(ew // 2, min(by0, ly + lh // 2) - int(ew * float(rng.uniform(0.3, 0.9))))
+            _emblem(rng, patch, ox + pw // 2 + int(rng.uniform(-0.05, 0.05) * W), ey, ew)
+        if rng.random() < 0.4:  # fog lights or reflectors in the bumper, beside the plate
+            fw, fh = (
+                int(pw * float(rng.uniform(0.2, 0.45))),
+                max(3, int(ph * rng.uniform(0.3, 0.7))),
+            )
+            fy = oy + ph // 2 + int(ph * float(rng.uniform(-0.5, 0.8)))
+            for fx in (int(W * float(rng.uniform(0.03, 0.12))), None):
+                x0 = fx if fx is not None else W - fw - int(W * float(rng.uniform(0.03, 0.12)))
+                _lamp(rng, patch, x0, fy - fh // 2, fw, fh)
         if rng.random() < 0.3:  # a sticker or dealer badge with digits near the plate
             _draw_text_box(
                 rng,
@@ -196,6 +209,63 @@ def _car_patch(
         cv2.rectangle(patch, (ox - frame, oy - frame), (ox + pw + frame, oy + ph + frame), fc, -1)
     patch[oy : oy + ph, ox : ox + pw] = plate
     return patch, (float(ox), float(oy))
+
+
+_BADGE_TEXT = ("KIA", "HYUNDAI", "GENESIS", "SM", "BMW", "KG", "RENAULT", "VW", "LEXUS", "GM")
+
+
+def _chrome(rng: np.random.Generator) -> tuple[int, int, int]:
+    v = int(rng.integers(150, 250))
+    return (v, v, min(255, v + int(rng.integers(0, 12))))
+
+
+def _emblem(rng: np.random.Generator, img: np.ndarray, cx: int, cy: int, w: int) -> None:
+    """A car maker's badge: a chrome or dark oval with a slanted letter or a word inside
+    (real photos' commonest false plates)."""
+    h = max(3, int(w * float(rng.uniform(0.4, 0.75))))
+    axes = (w // 2, h // 2)
+    chrome = _chrome(rng)
+    fill = rng.random()
+    if fill < 0.4:
+        dark = int(rng.integers(10, 60))
+        cv2.ellipse(img, (cx, cy), axes, 0, 0, 360, (dark, dark, dark + 5), -1, cv2.LINE_AA)
+    elif fill < 0.6:
+        cv2.ellipse(img, (cx, cy), axes, 0, 0, 360, chrome, -1, cv2.LINE_AA)
+        chrome = tuple(int(c * 0.3) for c in chrome)  # type: ignore[assignment]
+    t = max(1, w // int(rng.integers(10, 20)))
+    if rng.random() < 0.85:
+        cv2.ellipse(img, (cx, cy), axes, 0, 0, 360, chrome, t, cv2.LINE_AA)
+    if rng.random() < 0.5:  # a slanted H-like letter
+        dx, dy = int(w * 0.18), int(h * 0.3)
+        sl = int(w * 0.06)
+        for sx in (-dx, dx):
+            cv2.line(img, (cx + sx + sl, cy - dy), (cx + sx - sl, cy + dy), chrome, t, cv2.LINE_AA)
+        cv2.line(img, (cx - dx, cy + dy // 4), (cx + dx, cy - dy // 4), chrome, t, cv2.LINE_AA)
+        return
+    word = str(rng.choice(_BADGE_TEXT))
+    font = fonts.find_fonts(fonts.SIGN_FONTS)
+    mask = fonts.text_mask(str(font[int(rng.integers(len(font)))]), word, max(6, h // 2))
+    mw, mh = max(1, int(w * 0.7)), max(1, int(h * 0.45))
+    mask = cv2.resize(mask, (mw, mh), interpolation=cv2.INTER_AREA)
+    x0, y0 = cx - mw // 2, cy - mh // 2
+    Hh, Ww = img.shape[:2]
+    if x0 < 0 or y0 < 0 or x0 + mw > Ww or y0 + mh > Hh:
+        return
+    sub = img[y0 : y0 + mh, x0 : x0 + mw]
+    m = mask.astype(np.float32)[..., None] / 255.0
+    sub[:] = (sub.astype(np.float32) * (1 - m) + np.array(chrome, np.float32) * m).astype(np.uint8)
+
+
+def _lamp(rng: np.random.Generator, img: np.ndarray, x: int, y: int, w: int, h: int) -> None:
+    """A fog lamp or reflector: a chrome-rimmed rounded box with bright slats."""
+    if w < 4 or h < 3:
+        return
+    dark = int(rng.integers(10, 60))
+    cv2.rectangle(img, (x, y), (x + w, y + h), (dark, dark, dark), -1)
+    cv2.rectangle(img, (x, y), (x + w, y + h), _chrome(rng), max(1, h // 8), cv2.LINE_AA)
+    for k in range(1, int(rng.integers(2, 6))):
+        sx = x + k * w // 6
+        cv2.line(img, (sx, y + h // 4), (sx + w // 8, y + 3 * h // 4), _chrome(rng), 1, cv2.LINE_AA)
 
 
 # ---------------------------------------------------------------- distractors

@@ -25,10 +25,10 @@ log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "detector": {
-        "steps": 3600,
+        "steps": 4400,
         "batch_size": 32,
         "lr": 2e-3,
-        "train_count": 14000,
+        "train_count": 18000,
         "val_count": 300,
     },
     "reader": {
@@ -73,7 +73,7 @@ def detector_loss(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str,
     else:
         off = cls = out.sum() * 0
     loss = hm + 5.0 * off + 0.3 * cls
-    return loss, {"heat": hm.item(), "corners": float(off), "class": float(cls)}
+    return loss, {"heat": hm.item(), "corners": off.item(), "class": cls.item()}
 
 
 def detector_metrics(model: nn.Module, data: SceneDataset, cfg: EngineConfig) -> dict[str, float]:

@@ -1,0 +1,64 @@
+"""scripts/tune_inference.py: the threshold sweep gives what each threshold itself gives."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kplate import Recognizer
+from kplate.result import Detection
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = Path(__file__).parent / "data" / "synthetic"
+_spec = importlib.util.spec_from_file_location(
+    "tune_inference", ROOT / "scripts" / "tune_inference.py"
+)
+assert _spec is not None and _spec.loader is not None
+tune = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tune)
+
+
+def _scenes() -> list[np.ndarray]:
+    return [np.asarray(Image.open(p).convert("RGB")) for p in sorted(SAMPLES.glob("scene_*.jpg"))]
+
+
+def _boxes(dets: list[Detection]) -> list[tuple[float, ...]]:
+    return [(*np.round(np.asarray(d.corners).ravel(), 3).tolist(), round(d.score, 5)) for d in dets]
+
+
+def test_filtering_low_threshold_detections_equals_detecting_at_the_threshold() -> None:
+    images = _scenes()
+    low = Recognizer.load(device="cpu")
+    object.__setattr__(low.config.detector, "score_threshold", 0.05)
+    swept = tune.SweptEngine(low)
+    for threshold in (0.05, 0.3, 0.5, 0.7):
+        direct = Recognizer.load(device="cpu")
+        object.__setattr__(direct.config.detector, "score_threshold", threshold)
+        swept.threshold = threshold
+        got, want = swept.detect(images), direct.detect(images)
+        assert [_boxes(g) for g in got] == [_boxes(w) for w in want]
+    # the low-threshold pass gave more boxes than the shipped threshold keeps
+    swept.threshold = 0.05
+    n_low = sum(len(d) for d in swept.detect(images))
+    swept.threshold = 0.5
+    assert n_low > sum(len(d) for d in swept.detect(images))
+
+
+def test_sweep_cli_writes_a_row_per_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sweep.json"
+    rc = tune.main([str(SAMPLES), "--thresholds", "0.5", "0.6", "--repair", "none", "0.3",
+                    "--json", str(out)])  # fmt: skip
+    assert rc == 0
+    rows = json.loads(out.read_text(encoding="utf-8"))
+    assert [(r["threshold"], r["repair_min_score"]) for r in rows] == [
+        (0.5, None), (0.5, 0.3), (0.6, None), (0.6, 0.3)
+    ]  # fmt: skip
+    assert all(r["scenes"]["overall"]["plates"] == 6 for r in rows)
+    assert "| 0.5 | none |" in capsys.readouterr().out
