@@ -54,7 +54,7 @@ REAL_DEV ?= ../shared/real-dev
 WEIGHTS := kplate/weights
 
 # The shipped weights came from exactly these two commands, run side by side on a 2-core
-# machine (detector 54 min, reader 63 min; kplate/weights/MODEL_CARD.md).
+# machine (detector 65.6 min, reader 78.9 min; kplate/weights/MODEL_CARD.md).
 train: $(STAMP) ## train detector and reader side by side, then ship the weights
 	$(MAKE) --no-print-directory -j2 train-detector train-reader
 	cp $(RUNS)/detector/model.pt $(WEIGHTS)/detector.pt
