@@ -174,8 +174,9 @@ def evaluate(folder: Path, engine: Engine, progress: bool = True, batch: int = 4
         detections = engine.detect(images)  # run once: scored alone, then read
         found = engine.read_detections(images, detections)
         for name, plates_found, dets in zip(names, found, detections):
-            _score_scene(report, name, by_file[name], plates_found)
-            _score_detections(report, by_file[name], dets)
+            gts = [r for r in by_file[name] if r.get("box")]
+            _score_scene(report, name, gts, plates_found)
+            _score_detections(report, gts, dets)
         bar.update(len(names))
     for start in range(0, len(crop_files), 32):
         names = crop_files[start : start + 32]
@@ -214,8 +215,8 @@ def _match(found: Sequence[_Found], gts: list[dict[str, Any]]) -> tuple[list[_Fo
     return order, targets.match(boxes, [np.array(r["box"]) for r in gts], IOU_THRESHOLD)
 
 
-def _score_scene(report: Report, name: str, rows: list[dict[str, Any]], found: list[Plate]) -> None:
-    gts = [r for r in rows if r.get("box")]
+def _score_scene(report: Report, name: str, gts: list[dict[str, Any]], found: list[Plate]) -> None:
+    """Returned plates against the labelled plates ``gts`` (rows with a box)."""
     order, hits = _match(found, gts)
     matched: dict[int, Plate] = {}
     for p, best in zip(order, hits):
@@ -246,9 +247,8 @@ def _score_scene(report: Report, name: str, rows: list[dict[str, Any]], found: l
             )
 
 
-def _score_detections(report: Report, rows: list[dict[str, Any]], dets: list[Detection]) -> None:
+def _score_detections(report: Report, gts: list[dict[str, Any]], dets: list[Detection]) -> None:
     """The detector alone: every detection counts, read or not."""
-    gts = [r for r in rows if r.get("box")]
     _, hits = _match(dets, gts)
     report.scenes["overall"].det_fp += sum(h < 0 for h in hits)
     for g in {h for h in hits if h >= 0}:

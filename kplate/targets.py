@@ -7,6 +7,7 @@ colour logits. Reader slots: left-aligned character indices, padded with 0.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import cv2
@@ -20,6 +21,25 @@ Quad = np.ndarray  # (4, 2) float, clockwise from top-left
 # ---------------------------------------------------------------- reader
 
 
+@functools.lru_cache(maxsize=8)
+def _index(alphabet: str) -> dict[str, int]:
+    """Character -> slot class index of ``alphabet`` (built once per alphabet)."""
+    return {ch: i for i, ch in enumerate(alphabet)}
+
+
+@functools.lru_cache(maxsize=8)
+def _plate_classes(
+    alphabet: str, regions: tuple[str, ...], use_chars: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class indices of the digits, of the use syllables and of each region's two syllables
+    (those the alphabet has), for :func:`decode_plate_slots`."""
+    index = _index(alphabet)
+    digits = np.array([index[d] for d in "0123456789"])
+    uses = np.array([index[c] for c in use_chars if c in index])
+    pairs = np.array([[index[r[0]], index[r[1]]] for r in regions if all(c in index for c in r)])
+    return digits, uses, pairs
+
+
 def encode_text(text: str, alphabet: str, max_len: int) -> np.ndarray:
     """Text to ``max_len`` slot indices (0 = padding).
 
@@ -28,7 +48,7 @@ def encode_text(text: str, alphabet: str, max_len: int) -> np.ndarray:
     """
     if len(text) > max_len:
         raise ValueError(f"text {text!r} is longer than {max_len} slots")
-    index = {ch: i for i, ch in enumerate(alphabet)}
+    index = _index(alphabet)
     out = np.zeros(max_len, np.int64)
     for i, ch in enumerate(text):
         if ch not in index or ch == alphabet[0]:
@@ -70,10 +90,7 @@ def decode_plate_slots(
     """
     n_slots = probs.shape[0]
     logp = np.log(np.clip(probs, 1e-12, 1.0))
-    index = {ch: i for i, ch in enumerate(alphabet)}
-    digits = np.array([index[d] for d in "0123456789"])
-    uses = np.array([index[c] for c in use_chars if c in index])
-    pairs = np.array([[index[r[0]], index[r[1]]] for r in regions if all(c in index for c in r)])
+    digits, uses, pairs = _plate_classes(alphabet, tuple(regions), tuple(use_chars))
     best: tuple[float, list[int]] | None = None
     for with_region in (False, True):
         if with_region and not len(pairs):

@@ -207,7 +207,7 @@ def _layout_cells(rng: np.random.Generator, style: PlateStyle, t: PlateText) -> 
     return cells + row
 
 
-def _stamp(canvas: np.ndarray, mask: np.ndarray, x0: int, y0: int, ink: RGB) -> None:
+def stamp(canvas: np.ndarray, mask: np.ndarray, x0: int, y0: int, ink: RGB) -> None:
     """Alpha-blend ``ink`` through ``mask`` onto ``canvas`` at ``(x0, y0)`` (clipped)."""
     h, w = mask.shape
     H, W = canvas.shape[:2]
@@ -280,7 +280,7 @@ def render_plate(
         kor = fonts.text_mask(str(fonts.find_fonts()[0]), "KOR", max(4, round(16 * s)))
         kw = max(1, round(band_w * 0.7))
         kor = cv2.resize(kor, (kw, max(1, round(kor.shape[0] * kw / max(1, kor.shape[1])))))
-        _stamp(canvas, kor, (band_w - kw) // 2, round(H * 0.62), (240, 240, 240))
+        stamp(canvas, kor, (band_w - kw) // 2, round(H * 0.62), (240, 240, 240))
     if style.color in ("blue", "orange") and rng.random() < 0.7:
         r = max(1, round(9 * s))
         cv2.circle(
@@ -316,7 +316,7 @@ def render_plate(
             k = np.ones((2, 2), np.uint8)
             m = cv2.dilate(m, k) if bold > 0 else cv2.erode(m, k)
         cx = (cell.x0 + cell.x1) / 2 * s
-        _stamp(canvas, m, round(cx - gw / 2), round(cell.y0 * s), ink)
+        stamp(canvas, m, round(cx - gw / 2), round(cell.y0 * s), ink)
     # bolts: one-line plates above the text, two-line plates either side of the top line
     if rng.random() < 0.6:
         r_mm = float(rng.uniform(4, 7))

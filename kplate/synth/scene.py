@@ -15,7 +15,7 @@ import numpy as np
 from kplate.plates import PlateText
 from kplate.result import hull
 from kplate.synth import backgrounds, effects, fonts
-from kplate.synth.plate import PlateStyle, pick_style, render_plate, text_for
+from kplate.synth.plate import PlateStyle, pick_style, render_plate, stamp, text_for
 from kplate.targets import rectify
 
 Corners = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
@@ -192,10 +192,9 @@ def _car_patch(
                 int(pw * float(rng.uniform(0.2, 0.45))),
                 max(3, int(ph * rng.uniform(0.3, 0.7))),
             )
-            fy = oy + ph // 2 + int(ph * float(rng.uniform(-0.5, 0.8)))
-            for fx in (int(W * float(rng.uniform(0.03, 0.12))), None):
-                x0 = fx if fx is not None else W - fw - int(W * float(rng.uniform(0.03, 0.12)))
-                _lamp(rng, patch, x0, fy - fh // 2, fw, fh)
+            fy = oy + ph // 2 + int(ph * float(rng.uniform(-0.5, 0.8))) - fh // 2
+            _lamp(rng, patch, int(W * float(rng.uniform(0.03, 0.12))), fy, fw, fh)
+            _lamp(rng, patch, W - fw - int(W * float(rng.uniform(0.03, 0.12))), fy, fw, fh)
         if rng.random() < 0.3:  # a sticker or dealer badge with digits near the plate
             _draw_text_box(
                 rng,
@@ -231,7 +230,8 @@ def _emblem(rng: np.random.Generator, img: np.ndarray, cx: int, cy: int, w: int)
         cv2.ellipse(img, (cx, cy), axes, 0, 0, 360, (dark, dark, dark + 5), -1, cv2.LINE_AA)
     elif fill < 0.6:
         cv2.ellipse(img, (cx, cy), axes, 0, 0, 360, chrome, -1, cv2.LINE_AA)
-        chrome = tuple(int(c * 0.3) for c in chrome)  # type: ignore[assignment]
+        r, g, b = chrome
+        chrome = (int(r * 0.3), int(g * 0.3), int(b * 0.3))  # dark lettering on solid chrome
     t = max(1, w // int(rng.integers(10, 20)))
     if rng.random() < 0.85:
         cv2.ellipse(img, (cx, cy), axes, 0, 0, 360, chrome, t, cv2.LINE_AA)
@@ -250,10 +250,8 @@ def _emblem(rng: np.random.Generator, img: np.ndarray, cx: int, cy: int, w: int)
     x0, y0 = cx - mw // 2, cy - mh // 2
     Hh, Ww = img.shape[:2]
     if x0 < 0 or y0 < 0 or x0 + mw > Ww or y0 + mh > Hh:
-        return
-    sub = img[y0 : y0 + mh, x0 : x0 + mw]
-    m = mask.astype(np.float32)[..., None] / 255.0
-    sub[:] = (sub.astype(np.float32) * (1 - m) + np.array(chrome, np.float32) * m).astype(np.uint8)
+        return  # a word cut by the patch edge is left out, not clipped
+    stamp(img, mask, x0, y0, chrome)
 
 
 def _lamp(rng: np.random.Generator, img: np.ndarray, x: int, y: int, w: int, h: int) -> None:
