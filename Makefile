@@ -38,7 +38,7 @@ install: $(STAMP) ## create .venv with the project, its dev tools and the Debian
 lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy kplate handler request gs tests
+	$(VENV)/bin/mypy kplate handler request gs tests scripts
 
 test: $(STAMP) ## run the test suite
 	$(VENV)/bin/pytest -q
@@ -53,8 +53,8 @@ RUNS ?= runs
 REAL_DEV ?= ../shared/real-dev
 WEIGHTS := kplate/weights
 
-# The shipped weights came from exactly these two commands, run side by side on a 2-core
-# machine (detector 65.6 min, reader 78.9 min; kplate/weights/MODEL_CARD.md).
+# The shipped weights came from exactly these two commands on a 2-core machine (detector
+# 65.6 min beside the previous reader; reader 45.5 min alone; kplate/weights/MODEL_CARD.md).
 train: $(STAMP) ## train detector and reader side by side, then ship the weights
 	$(MAKE) --no-print-directory -j2 train-detector train-reader
 	cp $(RUNS)/detector/model.pt $(WEIGHTS)/detector.pt

@@ -9,6 +9,7 @@ same run: decoding the same 1920x1080 JPEG with PIL (a fixed, familiar amount of
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import statistics
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     tp: dict[str, float] = {}
     for b in (int(v) for v in args.batches.split(",")):
         batch = [img] * b
-        xs = timed(lambda batch=batch: rec.recognize(batch), max(3, args.repeats // b), warmup=1)
+        xs = timed(functools.partial(rec.recognize, batch), max(3, args.repeats // b), warmup=1)
         tp[str(b)] = round(b / statistics.median(xs), 2)
     results["throughput_images_per_s"] = tp
     first = next(iter(tp.values()))

@@ -15,14 +15,15 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from kplate.synth import render_crop, render_scene
 
 
-def _jpeg(path: Path, image: object) -> None:
+def _jpeg(path: Path, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(
         ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
-    )  # type: ignore[call-overload]
+    )
     if not ok:
         raise RuntimeError(f"cannot encode {path}")
     path.write_bytes(buf.tobytes())

@@ -55,13 +55,16 @@ def test_recognize_results_are_well_formed(recognizer: Recognizer) -> None:
 
 
 def test_recognize_reads_committed_synthetic_scenes(recognizer: Recognizer) -> None:
-    """Measured with the shipped weights: 4 of the 6 plates returned, 3 scenes read exactly
-    (scene 3's 280 px plate is not detected; scene 4's box is shifted left and its reading
-    is not plate-shaped, so it is dropped; scene 5 is read with most digits wrong)."""
+    """Measured with the shipped weights: 3 of the 6 plates read exactly, 5 of the 6 scenes
+    return a plate, and 3 readings match no plate of their scene: scene 4 and 5 are read with
+    digits wrong, and scene 1 also returns a false plate (25너7785, text score 0.17). Scene
+    3's 280 px plate is not detected."""
     found = dict(zip(SCENES, _scene_results(recognizer)))
-    exact = sum(sorted(p.text for p in found[n]) == _truth(n) for n in SCENES)
+    texts = {n: [p.text for p in found[n]] for n in SCENES}
+    read = sum(t in texts[n] for n in SCENES for t in _truth(n))
+    false = sum(t not in _truth(n) for n in SCENES for t in texts[n])
     located = sum(bool(found[n]) for n in SCENES)
-    assert located >= 4 and exact >= 3, {n: [p.text for p in found[n]] for n in SCENES}
+    assert read >= 3 and located >= 5 and false <= 3, texts
 
 
 @pytest.mark.xfail(
@@ -108,10 +111,10 @@ def _crop_readings(recognizer: Recognizer) -> tuple[list[str], list[str]]:
 
 
 def test_reader_reads_committed_crops(recognizer: Recognizer) -> None:
-    """Measured with the shipped weights: 4 of the 6 committed crops read exactly (the other
-    two are one character off: 99버6머177 for 99머6177, 98서8949 for 98서8940)."""
+    """Measured with the shipped weights: 5 of the 6 committed crops read exactly (the other
+    one is one character off: 99머6머17 for 99머6177)."""
     got, want = _crop_readings(recognizer)
-    assert sum(g == w for g, w in zip(got, want)) >= 4, got
+    assert sum(g == w for g, w in zip(got, want)) >= 5, got
 
 
 @pytest.mark.xfail(

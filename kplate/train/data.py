@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -17,6 +18,8 @@ from kplate import targets
 from kplate.config import ReaderConfig
 from kplate.synth.dataset import default_workers
 from kplate.synth.scene import render_crop, render_scene
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -44,16 +47,18 @@ class _CropTask:
         return s.image, s.plates[0].text.text
 
 
-def _render_all(
-    task: Callable[[int], object], count: int, desc: str, workers: int | None, progress: bool
-) -> list:
+def _render(
+    task: Callable[[int], _T], count: int, desc: str, workers: int | None, progress: bool
+) -> Iterator[_T]:
+    """Yield ``task(i)`` for ``i < count`` in order, rendered by ``workers`` processes."""
     workers = workers or default_workers()
     if workers <= 1:
-        return [task(i) for i in tqdm(range(count), desc=desc, disable=not progress)]
+        yield from (task(i) for i in tqdm(range(count), desc=desc, disable=not progress))
+        return
     ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         it = pool.map(task, range(count), chunksize=32)
-        return list(tqdm(it, total=count, desc=desc, disable=not progress))
+        yield from tqdm(it, total=count, desc=desc, disable=not progress)
 
 
 class SceneDataset(Dataset):
@@ -68,8 +73,10 @@ class SceneDataset(Dataset):
         workers: int | None = None,
         progress: bool = True,
     ) -> None:
-        rows = _render_all(
-            _SceneTask(seed, size), count, f"render scenes (seed {seed})", workers, progress
+        rows = list(
+            _render(
+                _SceneTask(seed, size), count, f"render scenes (seed {seed})", workers, progress
+            )
         )
         self.images = np.stack([r[0] for r in rows])
         self.quads = [r[1] for r in rows]
@@ -116,15 +123,19 @@ class CropDataset(Dataset):
         progress: bool = True,
         augment: bool = True,
     ) -> None:
-        rows = _render_all(
+        rows = _render(
             _CropTask(seed, (cfg.width, cfg.height)),
             count,
             f"render crops (seed {seed})",
             workers,
             progress,
         )
-        self.images = np.stack([r[0] for r in rows])
-        self.texts = [r[1] for r in rows]
+        # Filled in place: a list of crops and its stacked copy would double the peak memory.
+        self.images = np.empty((count, cfg.height, cfg.width, 3), np.uint8)
+        self.texts = []
+        for i, (image, text) in enumerate(rows):
+            self.images[i] = image
+            self.texts.append(text)
         self.labels = np.stack(
             [targets.encode_text(t, cfg.alphabet, cfg.max_len) for t in self.texts]
         )

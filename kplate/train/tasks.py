@@ -35,7 +35,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "steps": 4000,
         "batch_size": 128,
         "lr": 2e-3,
-        "train_count": 70000,
+        "train_count": 200000,
         "val_count": 2000,
     },
 }
