@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -19,7 +20,7 @@ from kplate.config import ReaderConfig
 from kplate.synth.dataset import default_workers
 from kplate.synth.scene import render_crop, render_scene
 
-_T = TypeVar("_T")
+_M = TypeVar("_M")
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,11 @@ class _SceneTask:
     seed: int
     size: int
 
-    def __call__(self, index: int) -> tuple[np.ndarray, list[np.ndarray], list[str], list[str]]:
+    def __call__(
+        self, index: int
+    ) -> tuple[np.ndarray, tuple[list[np.ndarray], list[str], list[str]]]:
         s = render_scene(self.seed, index, self.size, self.size)
-        return (
-            s.image,
+        return s.image, (
             [np.asarray(p.corners, np.float32) for p in s.plates],
             [p.layout for p in s.plates],
             [p.color for p in s.plates],
@@ -48,17 +50,29 @@ class _CropTask:
 
 
 def _render(
-    task: Callable[[int], _T], count: int, desc: str, workers: int | None, progress: bool
-) -> Iterator[_T]:
-    """Yield ``task(i)`` for ``i < count`` in order, rendered by ``workers`` processes."""
+    task: Callable[[int], tuple[np.ndarray, _M]],
+    count: int,
+    shape: tuple[int, int],
+    desc: str,
+    workers: int | None,
+    progress: bool,
+) -> tuple[np.ndarray, list[_M]]:
+    """Run ``task(i)`` for ``i < count`` in ``workers`` processes; return the ``(count, H, W, 3)``
+    images and the per-sample metadata, in order.
+
+    Images go straight into one preallocated array: a list of them and its stacked copy would
+    hold the whole set twice at the peak.
+    """
     workers = workers or default_workers()
-    if workers <= 1:
-        yield from (task(i) for i in tqdm(range(count), desc=desc, disable=not progress))
-        return
+    images = np.empty((count, *shape, 3), np.uint8)
+    meta: list[_M] = []
     ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        it = pool.map(task, range(count), chunksize=32)
-        yield from tqdm(it, total=count, desc=desc, disable=not progress)
+    with ProcessPoolExecutor(workers, mp_context=ctx) if workers > 1 else nullcontext() as pool:
+        rows = pool.map(task, range(count), chunksize=32) if pool else map(task, range(count))
+        for i, (image, m) in enumerate(tqdm(rows, total=count, desc=desc, disable=not progress)):
+            images[i] = image
+            meta.append(m)
+    return images, meta
 
 
 class SceneDataset(Dataset):
@@ -73,15 +87,17 @@ class SceneDataset(Dataset):
         workers: int | None = None,
         progress: bool = True,
     ) -> None:
-        rows = list(
-            _render(
-                _SceneTask(seed, size), count, f"render scenes (seed {seed})", workers, progress
-            )
+        self.images, meta = _render(
+            _SceneTask(seed, size),
+            count,
+            (size, size),
+            f"render scenes (seed {seed})",
+            workers,
+            progress,
         )
-        self.images = np.stack([r[0] for r in rows])
-        self.quads = [r[1] for r in rows]
-        self.layouts = [r[2] for r in rows]
-        self.colors = [r[3] for r in rows]
+        self.quads = [m[0] for m in meta]
+        self.layouts = [m[1] for m in meta]
+        self.colors = [m[2] for m in meta]
         self.size = size
         self.stride = stride
 
@@ -123,19 +139,14 @@ class CropDataset(Dataset):
         progress: bool = True,
         augment: bool = True,
     ) -> None:
-        rows = _render(
+        self.images, self.texts = _render(
             _CropTask(seed, (cfg.width, cfg.height)),
             count,
+            (cfg.height, cfg.width),
             f"render crops (seed {seed})",
             workers,
             progress,
         )
-        # Filled in place: a list of crops and its stacked copy would double the peak memory.
-        self.images = np.empty((count, cfg.height, cfg.width, 3), np.uint8)
-        self.texts = []
-        for i, (image, text) in enumerate(rows):
-            self.images[i] = image
-            self.texts.append(text)
         self.labels = np.stack(
             [targets.encode_text(t, cfg.alphabet, cfg.max_len) for t in self.texts]
         )
