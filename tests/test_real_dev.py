@@ -19,18 +19,18 @@ import pytest
 from kplate import Recognizer
 from kplate.evaluate import evaluate
 
-#: What the shipped weights measured (kplate eval ../shared/real-dev, 2026-11-22, fourth
-#: training: the reader on 200,000 crops): scenes precision 0.550, recall 0.688, end-to-end
-#: exact 0.312; crops exact 0.138, character accuracy 0.635. The previous reader measured
-#: 0.481 / 0.812 / 0.250 and 0.241 / 0.640; it was replaced on held-out synthetic evidence
-#: (crops 64.2 -> 68.7% exact, scenes 27.5 -> 29.3% end-to-end), so two floors went down.
+#: What the shipped weights measured (kplate eval ../shared/real-dev, 2026-12-04, fifth
+#: training: generator with bare "1"s and the use character under the region on old green
+#: plates): scenes precision 0.522, recall 0.750, end-to-end exact 0.438; crops exact 0.276,
+#: character accuracy 0.673. The previous weights measured 0.550 / 0.688 / 0.312 and
+#: 0.138 / 0.635, so the precision floor went down by one false plate's worth.
 #: (16 scene plates and 29 crops: one plate is 6 or 3.4 points.)
 MEASURED = {
-    "precision": 0.52,
-    "recall": 0.65,
-    "e2e_exact": 0.28,
-    "crop_exact": 0.12,
-    "crop_char_acc": 0.62,
+    "precision": 0.50,
+    "recall": 0.72,
+    "e2e_exact": 0.40,
+    "crop_exact": 0.25,
+    "crop_char_acc": 0.65,
 }
 #: The issue's targets.
 TARGETS = {"precision": 0.90, "recall": 0.95, "e2e_exact": 0.80, "crop_exact": 0.90}

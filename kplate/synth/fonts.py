@@ -94,6 +94,21 @@ def glyph(path: str, char: str, weight: int = 0) -> np.ndarray:
     return np.ascontiguousarray(arr[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
 
 
+@functools.lru_cache(maxsize=256)
+def plain_one(path: str, weight: int = 0) -> np.ndarray:
+    """A "1" drawn as a bare upright stem (no flag, no foot), as on older plates.
+
+    The stem is the font's own: the middle row of its "1" (the stem alone there, with its
+    anti-aliased edges) repeated over the glyph's height, so stroke width follows the face.
+    """
+    g = glyph(path, "1", weight)
+    row = g[g.shape[0] // 2]
+    xs = np.nonzero(row > 8)[0]
+    if len(xs) == 0:
+        return g
+    return np.ascontiguousarray(np.repeat(row[None, xs.min() : xs.max() + 1], g.shape[0], axis=0))
+
+
 @functools.lru_cache(maxsize=2048)
 def text_mask(path: str, text: str, height: int) -> np.ndarray:
     """Render a whole line of text at ``height`` pixels (for distractor signs)."""

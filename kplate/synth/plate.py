@@ -176,9 +176,10 @@ def _layout_cells(rng: np.random.Generator, style: PlateStyle, t: PlateText) -> 
             {len(tn) - 1: 0.25, len(tn): 0.25},
         )
         return cells
-    # DOMAIN.md: the top line carries the use char too (`서울 36 러`, `42 무`); older plates put
-    # it at the bottom left (`서울 41` over `거 1086`). Without a region, it is mostly on top.
-    use_on_top = rng.random() < (0.25 if t.region else 0.8)
+    # Plates with a region mostly put the use char at the bottom left (`서울 41` over
+    # `거 1086`), though DOMAIN.md also lists `서울 36 러` on one line; plates without a region
+    # put it on top (`42 무` over `1608`).
+    use_on_top = rng.random() < (0.15 if t.region else 0.9)
     top_chars = [(ch, 1.1) for ch in (t.region or "")] + [(d, 0.9) for d in tn]
     if use_on_top:
         top_chars.append((uc, 1.1))
@@ -201,7 +202,7 @@ def _layout_cells(rng: np.random.Generator, style: PlateStyle, t: PlateText) -> 
     bottom = [(uc, hw)] + [(d, 1.0) for d in serial]
     row = _row(bottom, bot_x0, bot_x1, bot_y0, bot_y1, {0: j(0.25, 0.1)})
     c = row[0]
-    hh = (c.y1 - c.y0) * float(rng.uniform(0.5, 0.75))  # use char smaller, centred
+    hh = (c.y1 - c.y0) * float(rng.uniform(0.5, 0.9))  # use char smaller, centred
     cy = (c.y0 + c.y1) / 2
     row[0] = _Cell(c.char, c.x0, cy - hh / 2, c.x1, cy + hh / 2)
     return cells + row
@@ -299,10 +300,15 @@ def render_plate(
     fill = float(rng.uniform(0.72, 0.92))  # glyph width share of its cell
     bold = int(rng.integers(-1, 2)) if s >= 1.0 else 0
     weight = int(rng.choice((-2, -1, 0, 0, 1, 2)))  # stroke width, at the glyph's size
+    # older plates (most two-line ones) draw "1" as a bare stem, newer ones with a flag
+    bare_one = rng.random() < (0.6 if style.layout == "two-line" else 0.2)
     cells = _layout_cells(rng, style, plate_text)
     for cell in cells:
         is_digit = cell.char.isdigit()
-        g = fonts.glyph(font if is_digit else hangul_font, cell.char, weight)
+        if cell.char == "1" and bare_one:
+            g = fonts.plain_one(font, weight)
+        else:
+            g = fonts.glyph(font if is_digit else hangul_font, cell.char, weight)
         cw = (cell.x1 - cell.x0) * (fill if is_digit or cell.char == "1" else min(1.0, fill + 0.08))
         ch = cell.y1 - cell.y0
         gw = max(1, round(cw * s))
