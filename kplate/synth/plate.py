@@ -309,7 +309,7 @@ def render_plate(
             g = fonts.plain_one(font, weight)
         else:
             g = fonts.glyph(font if is_digit else hangul_font, cell.char, weight)
-        cw = (cell.x1 - cell.x0) * (fill if is_digit or cell.char == "1" else min(1.0, fill + 0.08))
+        cw = (cell.x1 - cell.x0) * (fill if is_digit else min(1.0, fill + 0.08))
         ch = cell.y1 - cell.y0
         gw = max(1, round(cw * s))
         gh = max(1, round(ch * s))
