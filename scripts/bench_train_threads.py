@@ -1,0 +1,139 @@
+"""Training-step benchmark: the detector and the reader side by side, as ``make train`` runs them.
+
+``make train`` trains both models at once on a 2-core machine (detector 1 torch thread, reader
+2). This script times their optimiser steps under each OpenMP wait policy, alternating the
+policies round by round, and reports every figure as a ratio to the ``ACTIVE`` policy measured
+in the same run (these machines are noisy). Data rendering is not timed: only the steps.
+
+    .venv/bin/python scripts/bench_train_threads.py [--steps 30] [--rounds 2] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+#: (task, torch threads) exactly as the Makefile's train-detector and train-reader use them.
+PAIR = (("detector", 1), ("reader", 2))
+POLICIES = ("ACTIVE", "PASSIVE")
+
+
+def worker(task: str, threads: int, steps: int) -> dict[str, float]:
+    """Time ``steps`` optimiser steps of ``task`` on freshly rendered data (one JSON line)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from kplate.config import load_config
+    from kplate.models.detector import STRIDE, PlateDetector
+    from kplate.models.reader import PlateReader
+    from kplate.train import tasks
+    from kplate.train.data import CropDataset, SceneDataset, collate_scenes
+    from kplate.train.engine import cycle
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = load_config(None)
+    model: torch.nn.Module
+    size = tasks.DEFAULTS[task]["batch_size"]
+    if task == "detector":
+        scenes = SceneDataset(7, 4 * size, cfg.detector.train_size, STRIDE, 1, False)
+        model = PlateDetector(cfg.detector)
+        loader = DataLoader(scenes, size, shuffle=True, drop_last=True, collate_fn=collate_scenes)
+        loss_fn = tasks.detector_loss
+    else:
+        crops = CropDataset(7, 4 * size, cfg.reader, 1, False)
+        model = PlateReader(cfg.reader)
+        loader = DataLoader(crops, size, shuffle=True, drop_last=True)
+        loss_fn = tasks.reader_loss
+    model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batches = cycle(loader)
+    times = []
+    for _ in range(steps + 2):
+        batch = next(batches)
+        t = time.perf_counter()
+        loss, _ = loss_fn(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    return {"s_per_step": statistics.median(times[2:])}
+
+
+def side_by_side(policy: str, steps: int) -> dict[str, float]:
+    """Run both workers at once under ``policy``; median seconds per step of each."""
+    env = {**os.environ, "OMP_WAIT_POLICY": policy}
+    procs = {
+        task: subprocess.Popen(
+            [sys.executable, __file__, "--worker", task, str(threads), str(steps)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for task, threads in PAIR
+    }
+    out = {}
+    for task, proc in procs.items():
+        stdout, _ = proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"{task} worker failed with exit status {proc.returncode}")
+        out[task] = json.loads(stdout.strip().splitlines()[-1])["s_per_step"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--steps", type=int, default=30, help="timed steps per worker and round")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds, each trying every policy")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument(
+        "--worker", nargs=3, metavar=("TASK", "THREADS", "STEPS"), help=argparse.SUPPRESS
+    )
+    args = ap.parse_args(argv)
+    if args.worker:
+        task, threads, steps = args.worker
+        print(json.dumps(worker(task, int(threads), int(steps))))
+        return 0
+    if args.steps < 1 or args.rounds < 1:
+        ap.error("--steps and --rounds must be at least 1")
+    runs: dict[str, dict[str, list[float]]] = {p: {t: [] for t, _ in PAIR} for p in POLICIES}
+    for r in range(args.rounds):
+        for policy in POLICIES:
+            for task, s in side_by_side(policy, args.steps).items():
+                runs[policy][task].append(s)
+            sys.stderr.write(f"round {r + 1}/{args.rounds} {policy}: done\n")
+    report = {
+        policy: {
+            task: {
+                "s_per_step": statistics.median(xs),
+                "ratio_to_active": statistics.median(xs) / statistics.median(runs["ACTIVE"][task]),
+            }
+            for task, xs in per_task.items()
+        }
+        for policy, per_task in runs.items()
+    }
+    print("| OMP_WAIT_POLICY | task | threads | s per step | ratio to ACTIVE |")
+    print("|---|---|---|---|---|")
+    threads_of = dict(PAIR)
+    for policy, per_task in report.items():
+        for task, fig in per_task.items():
+            print(
+                f"| {policy} | {task} | {threads_of[task]} | {fig['s_per_step']:.3f} "
+                f"| {fig['ratio_to_active']:.2f} |"
+            )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
