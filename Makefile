@@ -63,7 +63,7 @@ train: $(STAMP) ## train detector and reader side by side, then ship the weights
 	@ls -l $(WEIGHTS)/*.pt
 
 # Side by side, the two runs share 2 cores. OpenMP threads that sleep while they wait, instead
-# of spinning, make a step 13-20% shorter (`make bench-train`). The results are unchanged.
+# of spinning, make a step 13-26% shorter (`make bench-train`). The results are unchanged.
 TRAIN_ENV := OMP_WAIT_POLICY=PASSIVE
 
 train-detector: $(STAMP) ## train the plate detector into runs/detector

@@ -27,41 +27,24 @@ POLICIES = ("ACTIVE", "PASSIVE")
 def worker(task: str, threads: int, steps: int) -> dict[str, float]:
     """Time ``steps`` optimiser steps of ``task`` on freshly rendered data (one JSON line)."""
     import torch
-    from torch.utils.data import DataLoader
 
     from kplate.config import load_config
-    from kplate.models.detector import STRIDE, PlateDetector
-    from kplate.models.reader import PlateReader
-    from kplate.train import tasks
-    from kplate.train.data import CropDataset, SceneDataset, collate_scenes
-    from kplate.train.engine import cycle
+    from kplate.train.engine import cycle, optimiser_step
+    from kplate.train.tasks import DEFAULTS, training_setup
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    cfg = load_config(None)
-    model: torch.nn.Module
-    size = tasks.DEFAULTS[task]["batch_size"]
-    if task == "detector":
-        scenes = SceneDataset(7, 4 * size, cfg.detector.train_size, STRIDE, 1, False)
-        model = PlateDetector(cfg.detector)
-        loader = DataLoader(scenes, size, shuffle=True, drop_last=True, collate_fn=collate_scenes)
-        loss_fn = tasks.detector_loss
-    else:
-        crops = CropDataset(7, 4 * size, cfg.reader, 1, False)
-        model = PlateReader(cfg.reader)
-        loader = DataLoader(crops, size, shuffle=True, drop_last=True)
-        loss_fn = tasks.reader_loss
-    model = model.to(memory_format=torch.channels_last)
+    batch_size = DEFAULTS[task]["batch_size"]
+    model, loader, loss_fn = training_setup(
+        task, load_config(None), 7, 4 * batch_size, batch_size, workers=1, progress=False
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     batches = cycle(loader)
     times = []
-    for _ in range(steps + 2):
+    for step in range(steps + 2):
         batch = next(batches)
         t = time.perf_counter()
-        loss, _ = loss_fn(model, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimiser_step(model, opt, loss_fn, batch, step)
         times.append(time.perf_counter() - t)
     return {"s_per_step": statistics.median(times[2:])}
 

@@ -18,6 +18,9 @@ from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
+#: ``loss_fn(model, batch) -> (loss, named parts to log)``
+LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
+
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite: training stops instead of writing garbage."""
@@ -113,11 +116,29 @@ def plot_curves(history: list[dict[str, float]], out: Path) -> None:
     plt.close(fig)
 
 
+def optimiser_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    batch: Any,
+    step: int,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One update: loss, backward, gradients clipped to norm 5, optimiser step (no schedule)."""
+    loss, parts = loss_fn(model, batch)
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"loss is {loss.item()} at step {step}: {parts}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    opt.step()
+    return loss, parts
+
+
 def train(
     args: TrainArgs,
     model: nn.Module,
     loader: DataLoader,
-    loss_fn: Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]],
+    loss_fn: LossFn,
     validate: Callable[[nn.Module], dict[str, float]],
     resume: Path | None = None,
     progress: bool = True,
@@ -144,14 +165,7 @@ def train(
     bar = tqdm(total=args.steps, initial=step, desc=f"train {args.task}", disable=not progress)
     t0, running = time.time(), 0.0
     while step < args.steps:
-        batch = next(batches)
-        loss, parts = loss_fn(model, batch)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"loss is {loss.item()} at step {step}: {parts}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
+        loss, parts = optimiser_step(model, opt, loss_fn, next(batches), step)
         sched.step()
         step += 1
         running = 0.9 * running + 0.1 * loss.item() if step > 1 else loss.item()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from kplate import targets
 from kplate.config import EngineConfig, load_config
@@ -19,7 +21,7 @@ from kplate.models.detector import N_LAYOUT, STRIDE, PlateDetector
 from kplate.models.reader import PlateReader
 from kplate.plates import COLORS, LAYOUTS
 from kplate.train.data import CropDataset, SceneDataset, collate_scenes, to_float
-from kplate.train.engine import TrainArgs, train
+from kplate.train.engine import LossFn, TrainArgs, train
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,38 @@ def reader_metrics(model: nn.Module, data: CropDataset, cfg: EngineConfig) -> di
     return {"exact": exact / len(data), "char_acc": chars / max(1, total_chars)}
 
 
+def training_setup(
+    task: str,
+    cfg: EngineConfig,
+    seed: int,
+    count: int,
+    batch_size: int,
+    workers: int | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, DataLoader, LossFn]:
+    """A fresh ``task`` model (channels-last), a shuffling loader over ``count`` training
+    samples rendered from ``seed``, and the task's loss."""
+    data: Dataset[Any]
+    model: nn.Module
+    if task == "detector":
+        data = SceneDataset(seed, count, cfg.detector.train_size, STRIDE, workers, progress)
+        model, collate, loss_fn = PlateDetector(cfg.detector), collate_scenes, detector_loss
+    elif task == "reader":
+        data = CropDataset(seed, count, cfg.reader, workers, progress)
+        model, collate, loss_fn = PlateReader(cfg.reader), None, reader_loss
+    else:
+        raise ValueError(f"task must be 'detector' or 'reader', got {task!r}")
+    loader = DataLoader(
+        data,
+        batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return model.to(memory_format=torch.channels_last), loader, loss_fn
+
+
 def run(
     task: str,
     out: Path,
@@ -161,39 +195,26 @@ def run(
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.time()
-    model: nn.Module
+    model, loader, loss_fn = training_setup(
+        task, cfg, args.seed, args.train_count, args.batch_size, workers, progress
+    )
+    validate: Callable[[nn.Module], dict[str, float]]
     if task == "detector":
-        size = cfg.detector.train_size
-        train_set = SceneDataset(args.seed, args.train_count, size, STRIDE, workers, progress)
         val_set = SceneDataset(
-            args.seed + VAL_SEED_OFFSET, args.val_count, size, STRIDE, workers, progress
+            args.seed + VAL_SEED_OFFSET,
+            args.val_count,
+            cfg.detector.train_size,
+            STRIDE,
+            workers,
+            progress,
         )
-        model = PlateDetector(cfg.detector)
-        loader = DataLoader(
-            train_set,
-            args.batch_size,
-            shuffle=True,
-            drop_last=True,
-            collate_fn=collate_scenes,
-            generator=torch.Generator().manual_seed(args.seed),
-        )
-        loss_fn, validate = detector_loss, lambda m: detector_metrics(m, val_set, cfg)
+        validate = partial(detector_metrics, data=val_set, cfg=cfg)
     else:
-        train_set_r = CropDataset(args.seed, args.train_count, cfg.reader, workers, progress)
         val_set_r = CropDataset(
             args.seed + VAL_SEED_OFFSET, args.val_count, cfg.reader, workers, progress
         )
-        model = PlateReader(cfg.reader)
-        loader = DataLoader(
-            train_set_r,
-            args.batch_size,
-            shuffle=True,
-            drop_last=True,
-            generator=torch.Generator().manual_seed(args.seed),
-        )
-        loss_fn, validate = reader_loss, lambda m: reader_metrics(m, val_set_r, cfg)
+        validate = partial(reader_metrics, data=val_set_r, cfg=cfg)
     log.info("%s data ready in %.0f s", task, time.time() - t0)
-    model = model.to(memory_format=torch.channels_last)
     train(args, model, loader, loss_fn, validate, resume=resume, progress=progress)
     log.info("%s trained in %.1f min", task, (time.time() - t0) / 60)
     return out / "model.pt"
