@@ -19,18 +19,19 @@ import pytest
 from kplate import Recognizer
 from kplate.evaluate import evaluate
 
-#: What the shipped weights measured (kplate eval ../shared/real-dev, 2026-12-04, fifth
-#: training: generator with bare "1"s and the use character under the region on old green
-#: plates): scenes precision 0.522, recall 0.750, end-to-end exact 0.438; crops exact 0.276,
-#: character accuracy 0.673. The previous weights measured 0.550 / 0.688 / 0.312 and
-#: 0.138 / 0.635, so the precision floor went down by one false plate's worth.
+#: What the shipped weights measured (kplate eval ../shared/real-dev, 2026-12-05, sixth
+#: training: the fifth's recipe with 5,000 reader steps instead of 4,000): scenes precision
+#: 0.600, recall 0.750, end-to-end exact 0.375; crops exact 0.241, character accuracy 0.715.
+#: The weights they replace measured 0.522 / 0.750 / 0.438 and 0.276 / 0.673: one scene
+#: plate and one crop fewer read exactly, so those two floors went down. The new reader was
+#: adopted on held-out synthetic data (crops 67.0 -> 70.3% exact), not on these photos.
 #: (16 scene plates and 29 crops: one plate is 6 or 3.4 points.)
 MEASURED = {
-    "precision": 0.50,
+    "precision": 0.55,
     "recall": 0.72,
-    "e2e_exact": 0.40,
-    "crop_exact": 0.25,
-    "crop_char_acc": 0.65,
+    "e2e_exact": 0.35,
+    "crop_exact": 0.22,
+    "crop_char_acc": 0.70,
 }
 #: The issue's targets.
 TARGETS = {"precision": 0.90, "recall": 0.95, "e2e_exact": 0.80, "crop_exact": 0.90}

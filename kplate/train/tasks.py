@@ -34,7 +34,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "val_count": 300,
     },
     "reader": {
-        "steps": 4000,
+        "steps": 5000,
         "batch_size": 128,
         "lr": 2e-3,
         "train_count": 200000,
