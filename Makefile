@@ -64,7 +64,8 @@ train: $(STAMP) ## train detector and reader side by side, then ship the weights
 	@ls -l $(WEIGHTS)/*.pt
 
 # Side by side, the two runs share 2 cores. OpenMP threads that sleep while they wait, instead
-# of spinning, make a step 13-26% shorter (`make bench-train`). The results are unchanged.
+# of spinning, make a step 29-33% shorter than with the variable unset, as before (`make
+# bench-train`, 2026-12-05; ACTIVE is no better than unset). The results are unchanged.
 TRAIN_ENV := OMP_WAIT_POLICY=PASSIVE
 
 train-detector: $(STAMP) ## train the plate detector into runs/detector
