@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from kplate import targets
 from kplate.config import EngineConfig, load_config
@@ -144,6 +144,22 @@ def reader_metrics(model: nn.Module, data: CropDataset, cfg: EngineConfig) -> di
     return {"exact": exact / len(data), "char_acc": chars / max(1, total_chars)}
 
 
+def task_dataset(
+    task: str,
+    cfg: EngineConfig,
+    seed: int,
+    count: int,
+    workers: int | None = None,
+    progress: bool = True,
+) -> SceneDataset | CropDataset:
+    """``count`` samples of ``task``'s data rendered from ``seed`` (training or validation)."""
+    if task == "detector":
+        return SceneDataset(seed, count, cfg.detector.train_size, STRIDE, workers, progress)
+    if task == "reader":
+        return CropDataset(seed, count, cfg.reader, workers, progress)
+    raise ValueError(f"task must be 'detector' or 'reader', got {task!r}")
+
+
 def training_setup(
     task: str,
     cfg: EngineConfig,
@@ -155,16 +171,12 @@ def training_setup(
 ) -> tuple[nn.Module, DataLoader, LossFn]:
     """A fresh ``task`` model (channels-last), a shuffling loader over ``count`` training
     samples rendered from ``seed``, and the task's loss."""
-    data: Dataset[Any]
+    data = task_dataset(task, cfg, seed, count, workers, progress)
     model: nn.Module
-    if task == "detector":
-        data = SceneDataset(seed, count, cfg.detector.train_size, STRIDE, workers, progress)
+    if isinstance(data, SceneDataset):
         model, collate, loss_fn = PlateDetector(cfg.detector), collate_scenes, detector_loss
-    elif task == "reader":
-        data = CropDataset(seed, count, cfg.reader, workers, progress)
-        model, collate, loss_fn = PlateReader(cfg.reader), None, reader_loss
     else:
-        raise ValueError(f"task must be 'detector' or 'reader', got {task!r}")
+        model, collate, loss_fn = PlateReader(cfg.reader), None, reader_loss
     loader = DataLoader(
         data,
         batch_size,
@@ -199,21 +211,13 @@ def run(
         task, cfg, args.seed, args.train_count, args.batch_size, workers, progress
     )
     validate: Callable[[nn.Module], dict[str, float]]
-    if task == "detector":
-        val_set = SceneDataset(
-            args.seed + VAL_SEED_OFFSET,
-            args.val_count,
-            cfg.detector.train_size,
-            STRIDE,
-            workers,
-            progress,
-        )
+    val_set = task_dataset(
+        task, cfg, args.seed + VAL_SEED_OFFSET, args.val_count, workers, progress
+    )
+    if isinstance(val_set, SceneDataset):
         validate = partial(detector_metrics, data=val_set, cfg=cfg)
     else:
-        val_set_r = CropDataset(
-            args.seed + VAL_SEED_OFFSET, args.val_count, cfg.reader, workers, progress
-        )
-        validate = partial(reader_metrics, data=val_set_r, cfg=cfg)
+        validate = partial(reader_metrics, data=val_set, cfg=cfg)
     log.info("%s data ready in %.0f s", task, time.time() - t0)
     train(args, model, loader, loss_fn, validate, resume=resume, progress=progress)
     log.info("%s trained in %.1f min", task, (time.time() - t0) / 60)
