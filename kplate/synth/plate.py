@@ -227,6 +227,8 @@ class RenderedPlate:
     image: np.ndarray  # H x W x 3 uint8
     style: PlateStyle
     text: PlateText
+    #: Its "1"s are drawn as bare upright stems (older plates) rather than with a flag.
+    bare_one: bool = False
 
 
 def render_plate(
@@ -344,4 +346,4 @@ def render_plate(
         for xb in xs:
             cv2.circle(canvas, (xb, yb), r, cap, -1, lineType=cv2.LINE_AA)
             cv2.circle(canvas, (xb, yb), r, (60, 60, 60), 1, lineType=cv2.LINE_AA)
-    return RenderedPlate(image=canvas, style=style, text=plate_text)
+    return RenderedPlate(image=canvas, style=style, text=plate_text, bare_one=bare_one)

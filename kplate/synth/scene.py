@@ -15,7 +15,7 @@ import numpy as np
 from kplate.plates import PlateText
 from kplate.result import hull
 from kplate.synth import backgrounds, effects, fonts
-from kplate.synth.plate import PlateStyle, pick_style, render_plate, stamp, text_for
+from kplate.synth.plate import RGB, PlateStyle, pick_style, render_plate, stamp, text_for
 from kplate.targets import rectify
 
 Corners = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
@@ -312,6 +312,12 @@ def _distractor_text(rng: np.random.Generator) -> str:
     return f"{rng.choice(_SIGN_WORDS)} {int(rng.integers(1, 1000))}"
 
 
+def _random_rgb(rng: np.random.Generator) -> RGB:
+    """A uniformly random colour."""
+    r, g, b = (int(c) for c in rng.integers(0, 255, size=3))
+    return (r, g, b)
+
+
 def _draw_text_box(rng: np.random.Generator, img: np.ndarray, x: int, y: int, height: int) -> None:
     """A sign or sticker: a coloured box with non-plate text on it."""
     text = _distractor_text(rng)
@@ -324,17 +330,11 @@ def _draw_text_box(rng: np.random.Generator, img: np.ndarray, x: int, y: int, he
     x1, y1 = min(W, x + mw + 2 * pad), min(H, y + mh + 2 * pad)
     if x1 - x <= 2 * pad or y1 - y <= 2 * pad:
         return
-    bg = tuple(int(c) for c in rng.integers(0, 255, size=3))
-    ink = (
-        tuple(255 - c for c in bg)
-        if rng.random() < 0.8
-        else tuple(int(c) for c in rng.integers(0, 255, size=3))
-    )
+    bg = _random_rgb(rng)
+    ink: RGB = (255 - bg[0], 255 - bg[1], 255 - bg[2]) if rng.random() < 0.8 else _random_rgb(rng)
     if rng.random() < 0.8:
         cv2.rectangle(img, (x, y), (x1, y1), bg, -1)
-    sub = img[y + pad : y1 - pad, x + pad : x1 - pad]
-    m = mask[: sub.shape[0], : sub.shape[1]].astype(np.float32)[..., None] / 255.0
-    sub[:] = (sub.astype(np.float32) * (1 - m) + np.array(ink, np.float32) * m).astype(np.uint8)
+    stamp(img, mask[: y1 - y - 2 * pad, : x1 - x - 2 * pad], x + pad, y + pad, ink)
 
 
 # ---------------------------------------------------------------- placing a plate
@@ -421,7 +421,7 @@ def _occlude(rng: np.random.Generator, img: np.ndarray, corners: Corners) -> Non
     ow, oh = w * float(rng.uniform(0.05, 0.18)), h * float(rng.uniform(0.2, 0.7))
     ox = x0 + (float(rng.uniform(-0.05, 0.05)) * w if rng.random() < 0.5 else w - ow)
     oy = y0 + float(rng.uniform(0, h - oh))
-    color = tuple(int(c) for c in rng.integers(0, 255, size=3))
+    color = _random_rgb(rng)
     cv2.rectangle(img, (int(ox), int(oy)), (int(ox + ow), int(oy + oh)), color, -1)
 
 
