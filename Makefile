@@ -53,10 +53,11 @@ RUNS ?= runs
 REAL_DEV ?= ../shared/real-dev
 WEIGHTS := kplate/weights
 
-# The shipped weights came from exactly these two commands. `make train` took 80.0 min on a
-# 2-core machine on 2026-12-05 (reader 5,000 steps). With 4,000 reader steps it took 77.7 min
-# on 2026-12-04 and reproduced the weights of then byte for byte; the same day the same recipe
-# without TRAIN_ENV took 112.1 min (kplate/weights/MODEL_CARD.md).
+# The shipped weights came from exactly these two commands. `make train` took 89.8 min on a
+# 2-core machine on 2026-12-05 (slot-attention reader, 5,000 steps); the flat-head reader's
+# recipe took 80.0 min the same day. On 2026-12-04 a recipe without TRAIN_ENV took 112.1 min
+# and with it 77.7 min, reproducing the weights of then byte for byte
+# (kplate/weights/MODEL_CARD.md).
 train: $(STAMP) ## train detector and reader side by side, then ship the weights
 	$(MAKE) --no-print-directory -j2 train-detector train-reader
 	cp $(RUNS)/detector/model.pt $(WEIGHTS)/detector.pt

@@ -19,19 +19,20 @@ import pytest
 from kplate import Recognizer
 from kplate.evaluate import evaluate
 
-#: What the shipped weights measured (kplate eval ../shared/real-dev, 2026-12-05, sixth
-#: training: the fifth's recipe with 5,000 reader steps instead of 4,000): scenes precision
-#: 0.600, recall 0.750, end-to-end exact 0.375; crops exact 0.241, character accuracy 0.715.
-#: The weights they replace measured 0.522 / 0.750 / 0.438 and 0.276 / 0.673: one scene
-#: plate and one crop fewer read exactly, so those two floors went down. The new reader was
-#: adopted on held-out synthetic data (crops 67.0 -> 70.3% exact), not on these photos.
+#: What the shipped weights measured (kplate eval ../shared/real-dev, 2026-12-05, the
+#: slot-attention reader: each character slot attends over the feature map, lr 4e-3): scenes
+#: precision 0.556, recall 0.625, end-to-end exact 0.500; crops exact 0.379, character
+#: accuracy 0.743. The weights they replace (the flat-head reader) measured 0.600 / 0.750 /
+#: 0.375 and 0.241 / 0.715: two scene plates fewer returned (recall floor down), two more
+#: read end to end and four more crops exact (those floors up). The reader was adopted on
+#: held-out synthetic data (crops 70.3 -> 85.5% exact), not on these photos.
 #: (16 scene plates and 29 crops: one plate is 6 or 3.4 points.)
 MEASURED = {
-    "precision": 0.55,
-    "recall": 0.72,
-    "e2e_exact": 0.35,
-    "crop_exact": 0.22,
-    "crop_char_acc": 0.70,
+    "precision": 0.52,
+    "recall": 0.60,
+    "e2e_exact": 0.47,
+    "crop_exact": 0.35,
+    "crop_char_acc": 0.72,
 }
 #: The issue's targets.
 TARGETS = {"precision": 0.90, "recall": 0.95, "e2e_exact": 0.80, "crop_exact": 0.90}

@@ -1,11 +1,15 @@
-"""Plate reader: a CNN with fixed text slots (as fast-plate-ocr reads plates).
+"""Plate reader: a CNN whose character slots each attend to their place on the plate.
 
-The feature map is pooled to a small grid and flattened; a linear layer gives, for each of
-``max_len`` slots, the logits of one character (or padding). Every slot sees the whole plate,
-so one-line, two-line and stacked-region plates are read by the same model.
+Each of ``max_len`` slots (a character or padding) has a query: a learned slot embedding plus a
+projection of a coarse summary of the whole plate, so where slot ``i`` looks depends on the
+plate's layout (one line, two lines, a stacked region). The slot attends over the stride-8
+feature map (keys carry a learned position embedding) and one shared linear layer classifies
+what it gathered. One-line, two-line and stacked-region plates are read by the same model.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -15,6 +19,8 @@ from kplate.models.layers import ConvBNAct, ResBlock
 
 MEAN = 0.5
 STD = 0.25
+#: The plate summary that conditions the queries: the feature map pooled to this grid.
+SUMMARY_GRID = (2, 5)
 
 
 class PlateReader(nn.Module):
@@ -25,20 +31,31 @@ class PlateReader(nn.Module):
         cfg = cfg or ReaderConfig()
         m = cfg.width_mult
         c = [max(8, int(v * m)) for v in (24, 48, 96, 128)]
+        d = c[3]
         self.features = nn.Sequential(
             ConvBNAct(3, c[0], 3, 2),  # /2
             ConvBNAct(c[0], c[1], 3, 2),  # /4
             ResBlock(c[1], c[2], 2),  # /8
             ResBlock(c[2], c[3]),
         )
-        self.squeeze = ConvBNAct(c[3], 64, 1)
-        self.pool = nn.AdaptiveAvgPool2d((cfg.height // 16, cfg.width // 16))
-        flat = 64 * (cfg.height // 16) * (cfg.width // 16)
-        self.max_len, self.n_classes = cfg.max_len, len(cfg.alphabet)
+        self.max_len, self.n_classes, self.dim = cfg.max_len, len(cfg.alphabet), d
+        self.position = nn.Parameter(torch.randn(1, d, cfg.height // 8, cfg.width // 8) * 0.02)
+        self.key = nn.Conv2d(c[3], d, 1)
+        self.value = nn.Conv2d(c[3], d, 1)
+        self.summary = nn.Sequential(
+            nn.AdaptiveAvgPool2d(SUMMARY_GRID),
+            nn.Flatten(),
+            nn.Linear(c[3] * SUMMARY_GRID[0] * SUMMARY_GRID[1], cfg.max_len * d),
+        )
+        self.slot = nn.Parameter(torch.randn(1, cfg.max_len, d) * 0.02)
         self.classify = nn.Sequential(
-            nn.Dropout(0.2), nn.Linear(flat, cfg.max_len * self.n_classes)
+            nn.LayerNorm(d), nn.Dropout(0.1), nn.Linear(d, self.n_classes)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.pool(self.squeeze(self.features((x - MEAN) / STD)))
-        return self.classify(f.flatten(1)).view(-1, self.max_len, self.n_classes)
+        f = self.features((x - MEAN) / STD)
+        keys = (self.key(f) + self.position).flatten(2)  # (B, d, h*w)
+        values = (self.value(f) + self.position).flatten(2).transpose(1, 2)  # (B, h*w, d)
+        queries = self.summary(f).view(-1, self.max_len, self.dim) + self.slot
+        attention = torch.softmax(queries @ keys / math.sqrt(self.dim), -1)  # (B, slots, h*w)
+        return self.classify(attention @ values + queries)

@@ -36,7 +36,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "reader": {
         "steps": 5000,
         "batch_size": 128,
-        "lr": 2e-3,
+        "lr": 4e-3,
         "train_count": 200000,
         "val_count": 2000,
     },
