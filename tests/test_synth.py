@@ -168,8 +168,9 @@ def test_some_plates_draw_bare_ones() -> None:
         for _ in range(150):
             t = text_for(rng, style)
             plate = render_plate(rng, style, t, 0.4)
-            ones += t.text.count("1")
-            bare += t.text.count("1") * plate.bare_one
+            n = t.text.count("1")
+            ones += n
+            bare += n * plate.bare_one
         return bare / ones
 
     # older two-line plates mostly draw the bare stem, newer one-line plates mostly the flag

@@ -228,7 +228,7 @@ class RenderedPlate:
     style: PlateStyle
     text: PlateText
     #: Its "1"s are drawn as bare upright stems (older plates) rather than with a flag.
-    bare_one: bool = False
+    bare_one: bool
 
 
 def render_plate(
