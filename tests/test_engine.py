@@ -54,21 +54,9 @@ def test_recognize_results_are_well_formed(recognizer: Recognizer) -> None:
             assert d["layout"] in plates.LAYOUTS and d["color"] in plates.COLORS
 
 
-def test_recognize_reads_committed_synthetic_scenes(recognizer: Recognizer) -> None:
-    """Measured with the shipped weights: 5 of the 6 plates read exactly, every scene returns
-    one plate, and the other reading has two digits wrong (광주76아6114 for 광주76아6149)."""
-    found = dict(zip(SCENES, _scene_results(recognizer)))
-    texts = {n: [p.text for p in found[n]] for n in SCENES}
-    read = sum(t in texts[n] for n in SCENES for t in _truth(n))
-    false = sum(t not in _truth(n) for n in SCENES for t in texts[n])
-    located = sum(bool(found[n]) for n in SCENES)
-    assert read >= 5 and located == len(SCENES) and false <= 1, texts
-
-
-@pytest.mark.xfail(
-    strict=True, reason="the issue's bar: every committed sample read exactly; not reached yet"
-)
 def test_recognize_reads_every_committed_scene_exactly(recognizer: Recognizer) -> None:
+    """Every plate of the committed synthetic scenes, read exactly, and nothing else returned
+    (first reached by the two-look reader; the one-look reader read 5 of the 6)."""
     for name, found in zip(SCENES, _scene_results(recognizer)):
         assert sorted(p.text for p in found) == _truth(name), name
 

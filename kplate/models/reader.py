@@ -3,8 +3,9 @@
 Each of ``max_len`` slots (a character or padding) has a query: a learned slot embedding plus a
 projection of a coarse summary of the whole plate, so where slot ``i`` looks depends on the
 plate's layout (one line, two lines, a stacked region). The slot attends over the stride-8
-feature map (keys carry a learned position embedding) and one shared linear layer classifies
-what it gathered. One-line, two-line and stacked-region plates are read by the same model.
+feature map (keys carry a learned position embedding), then looks again with a query that
+also carries what the first look gathered, and one shared linear layer classifies what the
+last look gathered. One-line, two-line and stacked-region plates are read by the same model.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ MEAN = 0.5
 STD = 0.25
 #: The plate summary that conditions the queries: the feature map pooled to this grid.
 SUMMARY_GRID = (2, 5)
+#: How many times each slot attends over the feature map.
+LOOKS = 2
 
 
 class PlateReader(nn.Module):
@@ -51,11 +54,17 @@ class PlateReader(nn.Module):
         self.classify = nn.Sequential(
             nn.LayerNorm(d), nn.Dropout(0.1), nn.Linear(d, self.n_classes)
         )
+        #: Turns what a look gathered into the next look's query update.
+        self.refine = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features((x - MEAN) / STD)
         keys = (self.key(f) + self.position).flatten(2)  # (B, d, h*w)
         values = (self.value(f) + self.position).flatten(2).transpose(1, 2)  # (B, h*w, d)
         queries = self.summary(f).view(-1, self.max_len, self.dim) + self.slot
-        attention = torch.softmax(queries @ keys / math.sqrt(self.dim), -1)  # (B, slots, h*w)
-        return self.classify(attention @ values + queries)
+        for look in range(LOOKS):
+            attention = torch.softmax(queries @ keys / math.sqrt(self.dim), -1)  # (B, slots, h*w)
+            gathered = attention @ values + queries
+            if look < LOOKS - 1:
+                queries = queries + self.refine(gathered)
+        return self.classify(gathered)

@@ -478,10 +478,17 @@ def render_scene(seed: int, index: int, width: int = 640, height: int = 640) -> 
 def jitter_corners(
     rng: np.random.Generator,
     corners: np.ndarray,
-    amount: float = 0.04,
-    expand: tuple[float, float] = (-0.02, 0.12),
+    amount: float = 0.06,
+    expand: tuple[float, float] = (-0.04, 0.08),
 ) -> np.ndarray:
-    """Perturb plate corners like a detector would: per-corner noise and a margin."""
+    """Perturb plate corners like a detector would: per-corner noise and a margin.
+
+    The spread follows the detector's corner error on held-out synthetic scenes (plates 60 px
+    wide or more): there an edge is off by a standard deviation of 4.2% of the plate's width
+    sideways and 7.3% of its height up or down, as often inward as outward. These defaults give
+    3.5% and 6.3%, leaning outward by 1.0% and 2.2% on average, as a crop is better cut wide
+    than through a character (the defaults before gave 2.8% and 4.5%, 2.5% and 3.7% outward).
+    """
     c = np.asarray(corners, np.float64)
     w = np.linalg.norm(c[1] - c[0])
     h = np.linalg.norm(c[3] - c[0])
