@@ -30,8 +30,6 @@ from kplate.imageio import to_rgb_array
 from kplate.synth.dataset import read_labels
 from kplate.synth.scene import jitter_corners
 
-log = logging.getLogger("corner_error")
-
 _UNIT = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float32)
 
 

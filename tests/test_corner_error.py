@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -22,8 +23,6 @@ PLATE = np.array([[100, 50], [400, 80], [395, 150], [98, 122]], np.float32)
 
 def _in_plate(u: np.ndarray) -> np.ndarray:
     """Points given in the plate's unit frame, in image pixels."""
-    import cv2
-
     m = cv2.getPerspectiveTransform(corner_error._UNIT, PLATE)
     return cv2.perspectiveTransform(u.astype(np.float32)[None], m)[0]
 
