@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kplate import plates
 from kplate.errors import ConfigError
@@ -32,6 +32,24 @@ class DetectorConfig(_Strict):
     score_threshold: float = Field(0.5, gt=0, lt=1)
     nms_iou: float = Field(0.4, gt=0, le=1)
     max_plates: int = Field(16, ge=1)
+    #: Second look: each detection is cut out of the original image with its surroundings,
+    #: scaled so the plate is ``refine_width`` px wide (a size the detector saw often in
+    #: training) on a ``refine_canvas`` of (width, height), and detected again; the corners
+    #: found there replace the first ones. ``null``: no second look.
+    refine_width: int | None = Field(64, ge=16)
+    refine_canvas: tuple[int, int] = (128, 96)
+    #: Heatmap threshold of the second look; a peak within box IoU 0.5 of the first quad
+    #: confirms the detection.
+    refine_min_score: float = Field(0.2, gt=0, lt=1)
+    #: Drop detections the second look does not confirm (else keep their first corners).
+    refine_drop: bool = True
+
+    @field_validator("refine_canvas")
+    @classmethod
+    def _canvas_fits_stride(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if any(d < 32 or d % 32 for d in v):
+            raise ValueError(f"refine_canvas sides must be multiples of 32, got {v}")
+        return v
 
 
 class ReaderConfig(_Strict):
@@ -49,6 +67,13 @@ class ReaderConfig(_Strict):
     #: plate-shaped string instead if its least certain slot has at least this probability
     #: (``null``: never; the reading is then dropped as not plate-shaped).
     repair_min_score: float | None = Field(None, ge=0, le=1)
+    #: A detected plate is read from each of these cuts, ``(left, top, right, bottom)``
+    #: margins in fractions of the plate's width and height (negative: cut in), and the
+    #: slot probabilities are averaged: a second, wider cut makes up for corners set a
+    #: little inside the plate. Crops given to :meth:`Recognizer.read` are read as they are.
+    cuts: tuple[tuple[float, float, float, float], ...] = Field(
+        ((0.0, 0.0, 0.0, 0.0), (0.04, 0.07, 0.04, 0.07)), min_length=1
+    )
 
     @cached_property
     def alphabet(self) -> str:

@@ -13,6 +13,8 @@ from kplate.errors import ImageTooLargeError, InvalidImageError
 
 #: Default pixel limit: a 4000x3000 photo is 12 MP; 40 MP leaves room and stops bombs.
 DEFAULT_MAX_PIXELS = 40_000_000
+#: The EXIF tag of the camera's orientation (1: upright).
+EXIF_ORIENTATION = 0x0112
 #: Default encoded-size limit in bytes.
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 
@@ -71,7 +73,8 @@ def to_rgb_array(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     if isinstance(image, (bytes, bytearray, memoryview)):
         return decode_image(image, max_pixels=max_pixels)
     if isinstance(image, Image.Image):
-        image = ImageOps.exif_transpose(image) or image
+        if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # else exif_transpose would copy
+            image = ImageOps.exif_transpose(image) or image
         if image.mode != "RGB":
             image = image.convert("RGB")
         return np.asarray(image, dtype=np.uint8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ from kplate.config import DEFAULT_CONFIG, EngineConfig, load_config
 from kplate.errors import WeightsError
 from kplate.imageio import ImageInput, to_rgb_array
 from kplate.models.detector import STRIDE, PlateDetector
+from kplate.models.layers import fold_batchnorm
 from kplate.models.reader import PlateReader
 from kplate.plates import COLORS, LAYOUTS
-from kplate.result import Detection, Plate, Reading
+from kplate.result import Detection, Plate, Point, Reading
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,10 @@ CONFIG_FILE = "engine.yaml"
 DETECT_BATCH = 8
 #: Crops per reader forward pass.
 READ_BATCH = 64
+#: Second-look canvases (of one image) per detector forward pass.
+REFINE_BATCH = 32
+#: Box IoU between a second-look peak and the first quad for the peak to confirm it.
+REFINE_MIN_IOU = 0.5
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -107,6 +113,7 @@ class Recognizer:
                 model.load_state_dict(_load_state(wdir / name, dev))
             except RuntimeError as exc:
                 raise WeightsError(f"{wdir / name} does not match the model code: {exc}") from exc
+            fold_batchnorm(model.eval())
         log.info("loaded kplate weights from %s on %s", wdir, dev)
         return cls(detector, reader, config, dev)
 
@@ -128,14 +135,21 @@ class Recognizer:
     ) -> list[list[Plate]]:
         """Rectify and read the ``detections`` of each RGB array (from :meth:`detect`); keep
         the plates read as a plate-shaped string. One list of plates per array."""
+        rc = self.config.reader
         crops, owners = [], []
         for i, (img, dets) in enumerate(zip(arrays, detections)):
             for d in dets:
-                crops.append(self.rectify(img, np.asarray(d.corners)))
+                q = np.asarray(d.corners)
+                crops += [self.rectify(img, targets.expand_quad(q, c)) for c in rc.cuts]
                 owners.append((i, d))
-        readings = self.read(crops) if crops else []
         results: list[list[Plate]] = [[] for _ in arrays]
-        for (i, d), r in zip(owners, readings):
+        if not crops:
+            return results
+        probs = self._slot_probs(crops)
+        probs = probs.reshape(len(owners), len(rc.cuts), *probs.shape[1:]).mean(1)
+        for (i, d), p in zip(owners, probs):
+            text, score = targets.decode_reading(p, self.alphabet, rc.repair_min_score)
+            r = Reading(text=text, score=score)
             if self._accept(r):
                 results[i].append(Plate.from_parts(d, r))
         return results
@@ -143,12 +157,16 @@ class Recognizer:
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         """Run the detector on RGB arrays at every configured scale; corners in original pixels.
 
-        Detections of all scales are merged by box IoU, best score first.
+        Detections of all scales are merged by box IoU, best score first, then each is given a
+        second look (:meth:`refine`).
         """
         cfg = self.config.detector
         merged: list[list[tuple[np.ndarray, float, int, int]]] = [[] for _ in images]
-        for side in cfg.infer_long_sides:
-            for i, dets in enumerate(self._detect_at(images, side)):
+        # largest scale first: each smaller one is shrunk from the one before, not the original
+        levels = [_Prepared(np.asarray(im), 1.0) for im in images]
+        for side in sorted(cfg.infer_long_sides, reverse=True):
+            levels = [self._prepare(im, lv, side) for im, lv in zip(images, levels)]
+            for i, dets in enumerate(self._detect_at(levels)):
                 merged[i] += dets
         out: list[list[Detection]] = []
         for dets in merged:
@@ -157,20 +175,62 @@ class Recognizer:
                 if all(targets.quad_iou_boxes(d[0], k[0]) <= cfg.nms_iou for k in kept):
                     kept.append(d)
             out.append([self._detection(*d) for d in kept[: cfg.max_plates]])
+        return self.refine(images, out)
+
+    def refine(
+        self, images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]]
+    ) -> list[list[Detection]]:
+        """Second look: detect again around each detection, zoomed so the plate is
+        ``refine_width`` px wide, and take the corners found there. A detection with no peak
+        of ``refine_min_score`` within box IoU :data:`REFINE_MIN_IOU` of it is unconfirmed:
+        dropped when ``refine_drop``, else kept as it was. Score, layout and colour stay the
+        first look's. Without ``refine_width`` the detections are returned as they are."""
+        cfg = self.config.detector
+        if cfg.refine_width is None:
+            return [list(dets) for dets in detections]
+        found: dict[tuple[int, int], np.ndarray | None] = {}
+        for i, dets in enumerate(detections):
+            # one image per forward pass, so its result never depends on the other images of
+            # a (served) batch, not even by float rounding
+            windows = [
+                targets.zoom_window(np.asarray(d.corners), cfg.refine_width, cfg.refine_canvas)
+                for d in dets
+            ]
+            for start in range(0, len(dets), REFINE_BATCH):
+                ks = range(start, min(len(dets), start + REFINE_BATCH))
+                batch = self._batch([targets.cut_window(images[i], windows[k]) for k in ks])
+                with torch.inference_mode():
+                    raw = self.detector(batch).float().cpu().numpy()
+                for k, r in zip(ks, raw):
+                    peaks = targets.decode_detections(
+                        r, STRIDE, cfg.refine_min_score, cfg.nms_iou, cfg.max_plates
+                    )
+                    first = windows[k].to_canvas(np.asarray(dets[k].corners))
+                    hit = targets.match([first], [q for q, *_ in peaks], REFINE_MIN_IOU)[0]
+                    found[i, k] = None if hit < 0 else windows[k].to_image(peaks[hit][0])
+        out: list[list[Detection]] = []
+        for i, dets in enumerate(detections):
+            kept = []
+            for k, d in enumerate(dets):
+                q = found[i, k]
+                if q is not None:
+                    kept.append(dataclasses.replace(d, corners=_corners(q)))
+                elif not cfg.refine_drop:
+                    kept.append(d)
+            out.append(kept)
         return out
 
     def _detect_at(
-        self, images: Sequence[np.ndarray], long_side: int
+        self, prepared: Sequence[_Prepared]
     ) -> list[list[tuple[np.ndarray, float, int, int]]]:
         """Detections at one scale: ``(quad in original pixels, score, layout, colour)``."""
         cfg = self.config.detector
-        prepared = [self._prepare(im, long_side) for im in images]
         # Batch only images with the same padded shape, so an image's result never depends
         # on the other images it was batched with (served batches mix requests).
         groups: dict[tuple[int, int], list[int]] = {}
         for i, p in enumerate(prepared):
             groups.setdefault(_padded_shape(p.image), []).append(i)
-        out: list[list[tuple[np.ndarray, float, int, int]]] = [[] for _ in images]
+        out: list[list[tuple[np.ndarray, float, int, int]]] = [[] for _ in prepared]
         for members in groups.values():
             for start in range(0, len(members), DETECT_BATCH):
                 idx = members[start : start + DETECT_BATCH]
@@ -196,15 +256,21 @@ class Recognizer:
             for a in arrays
         ]
         readings: list[Reading] = []
-        for start in range(0, len(sized), READ_BATCH):
-            x = torch.from_numpy(np.stack(sized[start : start + READ_BATCH])).to(self.device)
+        for p in self._slot_probs(sized):
+            text, score = targets.decode_reading(p, self.alphabet, rc.repair_min_score)
+            readings.append(Reading(text=text, score=score))
+        return readings
+
+    def _slot_probs(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """The reader's per-slot character probabilities ``(n, max_len, classes)`` for
+        crops already at its input size."""
+        out = []
+        for start in range(0, len(crops), READ_BATCH):
+            x = torch.from_numpy(np.stack(crops[start : start + READ_BATCH])).to(self.device)
             x = x.permute(0, 3, 1, 2).float().div_(255.0)
             with torch.inference_mode():
-                probs = torch.softmax(self.reader(x).float(), -1).cpu().numpy()
-            for p in probs:
-                text, score = targets.decode_reading(p, self.alphabet, rc.repair_min_score)
-                readings.append(Reading(text=text, score=score))
-        return readings
+                out.append(torch.softmax(self.reader(x).float(), -1).cpu().numpy())
+        return np.concatenate(out)
 
     def rectify(self, image: np.ndarray, corners: np.ndarray) -> np.ndarray:
         """Warp a plate quadrilateral of ``image`` to the reader's input size.
@@ -229,15 +295,16 @@ class Recognizer:
             return False
         return not rc.require_plate_shape or plates.parse(reading.text) is not None
 
-    def _prepare(self, image: np.ndarray, long_side: int) -> _Prepared:
+    @staticmethod
+    def _prepare(image: np.ndarray, larger: _Prepared, long_side: int) -> _Prepared:
+        """``image`` with its longer side shrunk to ``long_side`` (never enlarged), resampled
+        from ``larger``, a version of it at least that size."""
         h, w = image.shape[:2]
         scale = long_side / max(h, w)
-        if scale < 1:
-            nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-            small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
-        else:
-            scale, small = 1.0, image
-        return _Prepared(small, scale)
+        if scale >= 1:
+            return _Prepared(image, 1.0)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        return _Prepared(cv2.resize(larger.image, size, interpolation=cv2.INTER_AREA), scale)
 
     def _batch(self, images: list[np.ndarray]) -> torch.Tensor:
         """Pad images of one padded shape (bottom/right, black) to a multiple-of-32 canvas."""
@@ -250,6 +317,12 @@ class Recognizer:
 
     @staticmethod
     def _detection(quad: np.ndarray, score: float, layout: int, color: int) -> Detection:
-        q = targets.order_quad(quad)
-        corners = tuple((float(x), float(y)) for x, y in q)
-        return Detection(corners=corners, score=score, layout=LAYOUTS[layout], color=COLORS[color])  # type: ignore[arg-type]
+        return Detection(
+            corners=_corners(quad), score=score, layout=LAYOUTS[layout], color=COLORS[color]
+        )
+
+
+def _corners(quad: np.ndarray) -> tuple[Point, Point, Point, Point]:
+    """A quad as the result's corners: clockwise from top-left, plain floats."""
+    a, b, c, d = ((float(x), float(y)) for x, y in targets.order_quad(quad))
+    return a, b, c, d

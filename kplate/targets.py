@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -251,6 +252,82 @@ def rectify(img: np.ndarray, corners: np.ndarray, size: tuple[int, int]) -> np.n
     M = cv2.getPerspectiveTransform(np.asarray(corners, np.float32), dst)
     return cv2.warpPerspective(
         img, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+_UNIT_SQUARE = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float32)
+
+
+def expand_quad(quad: np.ndarray, margins: Sequence[float]) -> Quad:
+    """``quad`` (TL, TR, BR, BL) moved out by ``margins = (left, top, right, bottom)``,
+    fractions of its own width and height, in its own perspective (negative: cut in)."""
+    left, top, right, bottom = (float(m) for m in margins)
+    if not any((left, top, right, bottom)):
+        return np.asarray(quad, np.float64)
+    H = cv2.getPerspectiveTransform(_UNIT_SQUARE, np.asarray(quad, np.float32))
+    pts = np.array(
+        [[-left, -top], [1 + right, -top], [1 + right, 1 + bottom], [-left, 1 + bottom]],
+        np.float32,
+    )
+    return cv2.perspectiveTransform(pts[None], H)[0].astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The image rectangle ``[x0, x1) x [y0, y1)`` resampled onto a ``canvas = (w, h)``."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    canvas: tuple[int, int]
+
+    @property
+    def scale(self) -> np.ndarray:
+        """Canvas pixels per image pixel, ``(sx, sy)``."""
+        return np.array(
+            [self.canvas[0] / (self.x1 - self.x0), self.canvas[1] / (self.y1 - self.y0)]
+        )
+
+    def to_canvas(self, pts: np.ndarray) -> np.ndarray:
+        return (np.asarray(pts, np.float64) - [self.x0, self.y0]) * self.scale
+
+    def to_image(self, pts: np.ndarray) -> np.ndarray:
+        return np.asarray(pts, np.float64) / self.scale + [self.x0, self.y0]
+
+
+def zoom_window(quad: np.ndarray, plate_width: float, canvas: tuple[int, int]) -> Window:
+    """The window, centred on ``quad``, that shows its hull about ``plate_width`` canvas
+    pixels wide. When that shrinks the image, a canvas pixel is a whole number of image
+    pixels (the plate then shows up to 1.5 times wider), so area-averaging is exact and fast.
+    """
+    q = np.asarray(quad, np.float64)
+    span = max(1.0, float(q[:, 0].max() - q[:, 0].min())) / plate_width  # image px per canvas px
+    cx, cy = q.mean(0)
+    if span >= 1:
+        k = round(span)
+        x0, y0 = round(cx - canvas[0] * k / 2), round(cy - canvas[1] * k / 2)
+        return Window(x0, y0, x0 + canvas[0] * k, y0 + canvas[1] * k, canvas)
+    half_w, half_h = canvas[0] / 2 * span, canvas[1] / 2 * span
+    x0, y0 = int(np.floor(cx - half_w)), int(np.floor(cy - half_h))
+    x1, y1 = int(np.ceil(cx + half_w)), int(np.ceil(cy + half_h))
+    return Window(x0, y0, max(x0 + 1, x1), max(y0 + 1, y1), canvas)
+
+
+def cut_window(img: np.ndarray, window: Window) -> np.ndarray:
+    """``window`` of ``img`` resized to its canvas; what lies outside the image is black."""
+    H, W = img.shape[:2]
+    w = window
+    xa, ya, xb, yb = max(0, w.x0), max(0, w.y0), min(W, w.x1), min(H, w.y1)
+    if (xa, ya, xb, yb) == (w.x0, w.y0, w.x1, w.y1):
+        region = img[ya:yb, xa:xb]
+    else:
+        region = np.zeros((w.y1 - w.y0, w.x1 - w.x0, *img.shape[2:]), img.dtype)
+        if xa < xb and ya < yb:
+            region[ya - w.y0 : yb - w.y0, xa - w.x0 : xb - w.x0] = img[ya:yb, xa:xb]
+    shrink = region.shape[1] > w.canvas[0]
+    return cv2.resize(
+        region, w.canvas, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
     )
 
 

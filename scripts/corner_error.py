@@ -1,5 +1,7 @@
 """How far the detector's plate corners are from the labelled ones, next to the corner jitter
-the reader's training crops get (``kplate.synth.scene.jitter_corners``).
+the reader's training crops get (``kplate.synth.scene.jitter_corners``). The corners are those
+``Recognizer.detect`` returns, after the second look when the engine config has one
+(``detector.refine_width``).
 
 Each found quadrilateral is mapped into its labelled plate's own frame (the plate becomes the
 unit square), and each edge's offset is measured there: left and right edges in plate widths,

@@ -4,7 +4,8 @@ For each detection threshold and reading-repair floor (``reader.repair_min_score
 for off) it prints the ``kplate eval`` overall figures, so the shipped settings are chosen on
 data the models never trained on (never on ``../shared/real-dev``). The detector runs once
 per image, at the lowest threshold: greedy NMS keeps the same boxes above any higher
-threshold, so filtering its detections by score gives exactly what that threshold would.
+threshold, and the second look treats each detection on its own, so filtering its detections
+by score gives exactly what that threshold would.
 
     .venv/bin/python scripts/tune_inference.py data/heldout-scenes \\
         --thresholds 0.4 0.5 0.6 --repair none 0.2 0.3 [--weights DIR] [--json OUT]

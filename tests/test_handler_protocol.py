@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 from serving_support import b64, jpeg_bytes, png_bytes
 
 from handler.protocol import (
@@ -21,6 +24,7 @@ from handler.protocol import (
 )
 from handler.settings import HandlerSettings, load_settings
 from kplate.errors import ConfigError, ImageTooLargeError, InvalidImageError
+from kplate.imageio import EXIF_ORIENTATION, decode_image, to_rgb_array
 
 IMG = jpeg_bytes()
 IMG2 = jpeg_bytes(seed=1)
@@ -180,6 +184,22 @@ def test_decode_images_gives_rgb_arrays() -> None:
         ParsedRequest(BodyKind.V1, (IMG, IMG2)), max_pixels=10**7, max_image_bytes=10**7
     )
     assert [a.shape for a in arrays] == [(120, 160, 3), (120, 160, 3)]
+
+
+def test_decoding_applies_the_exif_orientation() -> None:
+    """A phone photo stored sideways (EXIF orientation 6: rotate 90 degrees clockwise) comes
+    out upright; photos without the tag come out as stored."""
+    pixels = np.zeros((40, 100, 3), np.uint8)
+    pixels[:, :50] = 255  # left half white
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    for tag, shape in ((exif, (100, 40, 3)), (Image.Exif(), (40, 100, 3))):
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "PNG", exif=tag)
+        for arr in (decode_image(buf.getvalue()), to_rgb_array(Image.open(buf))):
+            assert arr.shape == shape
+            if shape == (100, 40, 3):  # the white left half is now on top
+                assert arr[:45].mean() > 250 and arr[55:].mean() < 5
 
 
 # -- responses ---------------------------------------------------------------------------------

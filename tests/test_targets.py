@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -147,3 +148,46 @@ def test_box_iou() -> None:
     assert targets.quad_iou_boxes(a, a) == 1.0
     assert targets.quad_iou_boxes(a, np.array([5, 0, 15, 10])) == pytest.approx(50 / 150)
     assert targets.quad_iou_boxes(a, np.array([20, 20, 30, 30])) == 0.0
+
+
+def test_expand_quad_moves_each_edge_by_its_margin() -> None:
+    rect = np.array([[100, 50], [300, 50], [300, 100], [100, 100]], float)  # 200 x 50
+    np.testing.assert_allclose(targets.expand_quad(rect, (0, 0, 0, 0)), rect)
+    np.testing.assert_allclose(
+        targets.expand_quad(rect, (0.1, 0.2, 0.05, -0.1)),
+        [[80, 40], [310, 40], [310, 95], [80, 95]],
+        atol=1e-3,
+    )
+    # in a tilted plate's own frame: the widened quad keeps the plate's shape and centre line
+    tilted = np.array([[0, 10], [100, 0], [100, 40], [0, 50]], float)
+    wide = targets.expand_quad(tilted, (0.1, 0, 0.1, 0))
+    np.testing.assert_allclose(wide[:, 0], [-10, 110, 110, -10], atol=1e-3)
+    np.testing.assert_allclose(wide[1] - wide[0], (tilted[1] - tilted[0]) * 1.2, atol=1e-3)
+
+
+def test_zoom_window_shows_the_plate_at_the_asked_width() -> None:
+    small = _quad(100, 100, 40, 12)  # enlarged: exactly 64 canvas pixels wide
+    w = targets.zoom_window(small, 64, (128, 96))
+    hull_w = np.ptp(w.to_canvas(small)[:, 0])
+    assert hull_w == pytest.approx(64, rel=0.03)
+    np.testing.assert_allclose(w.to_canvas(small).mean(0), (64, 48), atol=1.0)
+    big = _quad(500, 300, 460, 100)  # shrunk: a whole number of image pixels per canvas pixel
+    w = targets.zoom_window(big, 64, (128, 96))
+    k = (w.x1 - w.x0) / 128
+    assert k == int(k) == (w.y1 - w.y0) / 96 == 7
+    assert 64 / 1.5 <= np.ptp(w.to_canvas(big)[:, 0]) <= 64 * 1.5
+    np.testing.assert_allclose(w.to_image(w.to_canvas(big)), big, atol=1e-9)
+
+
+def test_cut_window_resamples_and_pads_black() -> None:
+    img = np.random.default_rng(0).integers(1, 255, (240, 320, 3), dtype=np.uint8)
+    inside = targets.Window(40, 20, 40 + 256, 20 + 192, (128, 96))
+    np.testing.assert_array_equal(
+        targets.cut_window(img, inside),
+        cv2.resize(img[20:212, 40:296], (128, 96), interpolation=cv2.INTER_AREA),
+    )
+    edge = targets.Window(-64, -32, 64, 64, (128, 96))  # upper-left part outside the image
+    out = targets.cut_window(img, edge)
+    assert out.shape == (96, 128, 3)
+    assert (out[:32, :] == 0).all() and (out[:, :64] == 0).all()
+    np.testing.assert_array_equal(out[32:, 64:], img[:64, :64])

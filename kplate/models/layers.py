@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 class ConvBNAct(nn.Sequential):
@@ -35,3 +36,21 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv2(self.conv1(x)) + self.skip(x))
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold each BatchNorm2d that directly follows a Conv2d in an ``nn.Sequential`` into that
+    convolution, in place, for inference: one fewer pass over every feature map.
+
+    The model must be in eval mode, and is for inference only afterwards (its state_dict no
+    longer matches the training code's). Returns ``model``.
+    """
+    if model.training:
+        raise ValueError("fold_batchnorm needs a model in eval mode")
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                seq[i] = fuse_conv_bn_eval(conv, bn)
+                seq[i + 1] = nn.Identity()
+    return model

@@ -1,0 +1,109 @@
+"""The engine's second look at each detection, its reading from several cuts, and the
+BatchNorm folding it loads with: checked against the shipped weights on committed scenes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kplate import Recognizer, targets
+from kplate.config import DetectorConfig, ReaderConfig
+from kplate.models.detector import PlateDetector
+from kplate.models.layers import fold_batchnorm
+from kplate.models.reader import PlateReader
+from kplate.result import Detection
+from kplate.synth import read_labels
+
+SAMPLES = Path(__file__).parent / "data" / "synthetic"
+SCENE = np.asarray(Image.open(SAMPLES / "scene_1.jpg").convert("RGB"))
+LABELS = [r for r in read_labels(SAMPLES / "labels.jsonl") if r["file"] == "scene_1.jpg"]
+
+
+def _with(rec: Recognizer, detector: dict[str, object], reader: dict[str, object]) -> Recognizer:
+    """The same models under a changed config."""
+    cfg = rec.config.model_copy(
+        update={
+            "detector": rec.config.detector.model_copy(update=detector),
+            "reader": rec.config.reader.model_copy(update=reader),
+        }
+    )
+    return Recognizer(rec.detector, rec.reader, cfg, rec.device)
+
+
+def _box_at(x: float, y: float, w: float, h: float) -> Detection:
+    return Detection(((x, y), (x + w, y), (x + w, y + h), (x, y + h)), 0.9, "one-line", "white")
+
+
+def test_second_look_keeps_plates_and_drops_unconfirmed_boxes(recognizer: Recognizer) -> None:
+    first = _with(recognizer, {"refine_width": None}, {}).detect([SCENE])[0]
+    refined = recognizer.refine([SCENE], [first])[0]
+    truth = [np.array(r["box"]) for r in LABELS]
+    assert truth, "the committed scene has plates"
+    # every labelled plate is still found, its corners moved by less than a fifth of its width
+    hits = targets.match([np.array(d.box) for d in refined], truth, 0.5)
+    assert sorted(h for h in hits if h >= 0) == list(range(len(truth)))
+    by_score = {d.score: d for d in first}
+    for d in refined:  # a refined detection is a first-look one with new corners
+        a = by_score[d.score]
+        assert (a.layout, a.color) == (d.layout, d.color)
+        assert np.abs(np.subtract(a.corners, d.corners)).max() < 0.2 * (a.box[2] - a.box[0])
+    # ... and a box on a plain grey patch is not
+    grey = np.full((400, 600, 3), 128, np.uint8)
+    ghost = _box_at(200, 180, 120, 30)
+    assert recognizer.refine([grey], [[ghost]]) == [[]]
+    keep = _with(recognizer, {"refine_drop": False}, {})
+    assert keep.refine([grey], [[ghost]]) == [[ghost]]
+    assert _with(recognizer, {"refine_width": None}, {}).refine([grey], [[ghost]]) == [[ghost]]
+
+
+def test_second_look_is_part_of_detect(recognizer: Recognizer) -> None:
+    off = _with(recognizer, {"refine_width": None}, {})
+    expected = recognizer.refine([SCENE], off.detect([SCENE]))
+    assert recognizer.detect([SCENE]) == expected
+
+
+def test_readings_average_the_cuts(recognizer: Recognizer) -> None:
+    dets = recognizer.detect([SCENE])
+    one = _with(recognizer, {}, {"cuts": ((0.0, 0.0, 0.0, 0.0),)})
+    twice = _with(recognizer, {}, {"cuts": ((0.0, 0.0, 0.0, 0.0),) * 2})
+    a, b = one.read_detections([SCENE], dets)[0], twice.read_detections([SCENE], dets)[0]
+    assert [p.text for p in a] == [p.text for p in b]
+    assert [p.text_score for p in a] == pytest.approx([p.text_score for p in b], abs=1e-5)
+    # the cuts are what is read: the plate's middle fifth does not read as the whole plate
+    narrow = _with(recognizer, {}, {"cuts": ((-0.4, -0.2, -0.4, -0.2),)})
+    assert [p.text for p in narrow.read_detections([SCENE], dets)[0]] != [p.text for p in a]
+
+
+def test_fold_batchnorm_keeps_outputs() -> None:
+    torch.manual_seed(0)
+    for model, x in (
+        (PlateDetector(DetectorConfig()), torch.rand(2, 3, 96, 128)),
+        (PlateReader(ReaderConfig()), torch.rand(2, 3, 64, 160)),
+    ):
+        for m in model.modules():  # BatchNorm statistics as after training, not the identity
+            if isinstance(m, torch.nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.data.uniform_(0.5, 1.5)
+                m.bias.data.uniform_(-0.2, 0.2)
+        model.eval()
+        with torch.inference_mode():
+            before = model(x)
+            folded = fold_batchnorm(model)
+            after = folded(x)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(PlateReader(ReaderConfig()).train())
+
+
+def test_config_checks_second_look_settings() -> None:
+    with pytest.raises(ValueError, match="multiples of 32"):
+        DetectorConfig(refine_canvas=(100, 96))
+    with pytest.raises(ValueError):
+        ReaderConfig(cuts=())
