@@ -246,13 +246,12 @@ class Recognizer:
         return out
 
     def read(self, crops: Sequence[ImageInput]) -> list[Reading]:
-        """Read plate crops (each image is taken as the whole plate)."""
+        """Read plate crops (each image is taken as the whole plate), resampled to the
+        reader's input size as detections are (:meth:`rectify`)."""
         rc = self.config.reader
         arrays = [to_rgb_array(c) for c in crops]
         sized = [
-            a
-            if a.shape[:2] == (rc.height, rc.width)
-            else cv2.resize(a, (rc.width, rc.height), interpolation=cv2.INTER_AREA)
+            a if a.shape[:2] == (rc.height, rc.width) else self.rectify(a, _whole(a))
             for a in arrays
         ]
         readings: list[Reading] = []
@@ -320,6 +319,12 @@ class Recognizer:
         return Detection(
             corners=_corners(quad), score=score, layout=LAYOUTS[layout], color=COLORS[color]
         )
+
+
+def _whole(image: np.ndarray) -> np.ndarray:
+    """The corners of the whole image, as a plate quadrilateral."""
+    h, w = image.shape[:2]
+    return np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
 
 
 def _corners(quad: np.ndarray) -> tuple[Point, Point, Point, Point]:
