@@ -29,7 +29,7 @@ class DetectorConfig(_Strict):
     #: detector saw plates of at most ~150 px in training, so large plates are found at the
     #: smaller scale and small ones at the larger.
     infer_long_sides: tuple[int, ...] = Field((640, 320), min_length=1)
-    score_threshold: float = Field(0.5, gt=0, lt=1)
+    score_threshold: float = Field(0.4, gt=0, lt=1)
     nms_iou: float = Field(0.4, gt=0, le=1)
     max_plates: int = Field(16, ge=1)
     #: Second look: each detection is cut out of the original image with its surroundings,
@@ -43,6 +43,9 @@ class DetectorConfig(_Strict):
     refine_min_score: float = Field(0.2, gt=0, lt=1)
     #: Drop detections the second look does not confirm (else keep their first corners).
     refine_drop: bool = True
+    #: A confirmed detection's corners: this share of the second look's plus the rest of
+    #: the first look's (1: the second look's alone).
+    refine_blend: float = Field(0.5, ge=0, le=1)
 
     @field_validator("refine_canvas")
     @classmethod

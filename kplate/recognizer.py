@@ -32,7 +32,7 @@ CONFIG_FILE = "engine.yaml"
 DETECT_BATCH = 8
 #: Crops per reader forward pass.
 READ_BATCH = 64
-#: Second-look canvases (of one image) per detector forward pass.
+#: Second-look canvases per detector forward pass.
 REFINE_BATCH = 32
 #: Box IoU between a second-look peak and the first quad for the peak to confirm it.
 REFINE_MIN_IOU = 0.5
@@ -181,33 +181,36 @@ class Recognizer:
         self, images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]]
     ) -> list[list[Detection]]:
         """Second look: detect again around each detection, zoomed so the plate is
-        ``refine_width`` px wide, and take the corners found there. A detection with no peak
-        of ``refine_min_score`` within box IoU :data:`REFINE_MIN_IOU` of it is unconfirmed:
-        dropped when ``refine_drop``, else kept as it was. Score, layout and colour stay the
-        first look's. Without ``refine_width`` the detections are returned as they are."""
+        ``refine_width`` px wide, and move its corners ``refine_blend`` of the way to the
+        ones found there. A detection with no peak of ``refine_min_score`` within box IoU
+        :data:`REFINE_MIN_IOU` of it is unconfirmed: dropped when ``refine_drop``, else kept
+        as it was. Score, layout and colour stay the first look's. Without ``refine_width``
+        the detections are returned as they are."""
         cfg = self.config.detector
         if cfg.refine_width is None:
             return [list(dets) for dets in detections]
+        jobs = [
+            (i, k, targets.zoom_window(np.asarray(d.corners), cfg.refine_width, cfg.refine_canvas))
+            for i, dets in enumerate(detections)
+            for k, d in enumerate(dets)
+        ]
         found: dict[tuple[int, int], np.ndarray | None] = {}
-        for i, dets in enumerate(detections):
-            # one image per forward pass, so its result never depends on the other images of
-            # a (served) batch, not even by float rounding
-            windows = [
-                targets.zoom_window(np.asarray(d.corners), cfg.refine_width, cfg.refine_canvas)
-                for d in dets
-            ]
-            for start in range(0, len(dets), REFINE_BATCH):
-                ks = range(start, min(len(dets), start + REFINE_BATCH))
-                batch = self._batch([targets.cut_window(images[i], windows[k]) for k in ks])
-                with torch.inference_mode():
-                    raw = self.detector(batch).float().cpu().numpy()
-                for k, r in zip(ks, raw):
-                    peaks = targets.decode_detections(
-                        r, STRIDE, cfg.refine_min_score, cfg.nms_iou, cfg.max_plates
-                    )
-                    first = windows[k].to_canvas(np.asarray(dets[k].corners))
-                    hit = targets.match([first], [q for q, *_ in peaks], REFINE_MIN_IOU)[0]
-                    found[i, k] = None if hit < 0 else windows[k].to_image(peaks[hit][0])
+        for start in range(0, len(jobs), REFINE_BATCH):
+            chunk = jobs[start : start + REFINE_BATCH]
+            batch = self._batch([targets.cut_window(images[i], w) for i, _, w in chunk])
+            with torch.inference_mode():
+                raw = self.detector(batch).float().cpu().numpy()
+            for (i, k, w), r in zip(chunk, raw):
+                peaks = targets.decode_detections(
+                    r, STRIDE, cfg.refine_min_score, cfg.nms_iou, cfg.max_plates
+                )
+                first = np.asarray(detections[i][k].corners)
+                hit = targets.match([w.to_canvas(first)], [q for q, *_ in peaks], REFINE_MIN_IOU)[0]
+                if hit < 0:
+                    found[i, k] = None
+                    continue
+                second = targets.order_quad(w.to_image(peaks[hit][0]))
+                found[i, k] = (1 - cfg.refine_blend) * first + cfg.refine_blend * second
         out: list[list[Detection]] = []
         for i, dets in enumerate(detections):
             kept = []

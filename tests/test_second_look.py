@@ -60,6 +60,23 @@ def test_second_look_keeps_plates_and_drops_unconfirmed_boxes(recognizer: Recogn
     assert _with(recognizer, {"refine_width": None}, {}).refine([grey], [[ghost]]) == [[ghost]]
 
 
+def test_second_look_blends_the_corners(recognizer: Recognizer) -> None:
+    first = _with(recognizer, {"refine_width": None}, {}).detect([SCENE])
+    corners = {
+        blend: [
+            d.corners
+            for d in _with(recognizer, {"refine_blend": blend}, {}).refine([SCENE], first)[0]
+        ]
+        for blend in (0.0, 0.5, 1.0)
+    }
+    kept = {d.corners for d in first[0]}
+    assert corners[0.0] and all(c in kept for c in corners[0.0])  # blend 0: first corners
+    assert corners[1.0] != corners[0.0]
+    np.testing.assert_allclose(
+        corners[0.5], (np.array(corners[0.0]) + np.array(corners[1.0])) / 2, atol=1e-6
+    )
+
+
 def test_second_look_is_part_of_detect(recognizer: Recognizer) -> None:
     off = _with(recognizer, {"refine_width": None}, {})
     expected = recognizer.refine([SCENE], off.detect([SCENE]))

@@ -83,6 +83,23 @@ def images() -> list[bytes]:
     return found[:3] if found else [jpeg_bytes(seed=s, width=320, height=240) for s in range(3)]
 
 
+def _same_up_to_rounding(got: Any, want: Any) -> None:
+    """Equal JSON, numbers within float rounding: a batched kernel may round an image's
+    numbers differently from the same image alone (texts and every other field exact)."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), (got, want)
+        for k in want:
+            _same_up_to_rounding(got[k], want[k])
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), (got, want)
+        for g, w in zip(got, want):
+            _same_up_to_rounding(g, w)
+    elif isinstance(want, (int, float)) and not isinstance(want, bool):
+        assert got == pytest.approx(want, abs=0.01), (got, want)  # pixels and scores
+    else:
+        assert got == want
+
+
 def _json(response: requests.Response) -> Any:
     assert response.headers["content-type"].startswith("application/json"), response.headers
     return response.json()
@@ -203,7 +220,7 @@ def test_concurrent_v1_requests_are_batched(serving: LocalServing, images: list[
         i: _json(requests.post(url, json=bodies[i], timeout=60)) for i in range(len(images))
     }
     for i, response in enumerate(responses):
-        assert response.json() == expected[i % len(images)]
+        _same_up_to_rounding(response.json(), expected[i % len(images)])
     assert max(sizes) > 1, f"no batch larger than 1: {sizes}"
     assert max(sizes) <= 4
     metrics = requests.get(f"{serving.metrics_url}/metrics", timeout=10).text
