@@ -35,7 +35,7 @@ class DetectorConfig(_Strict):
     #: Second look: each detection is cut out of the original image with its surroundings,
     #: scaled so the plate is ``refine_width`` px wide (a size the detector saw often in
     #: training) on a ``refine_canvas`` of (width, height), and detected again; the corners
-    #: found there replace the first ones. ``null``: no second look.
+    #: move toward the ones found there (``refine_blend``). ``null``: no second look.
     refine_width: int | None = Field(64, ge=16)
     refine_canvas: tuple[int, int] = (128, 96)
     #: Heatmap threshold of the second look; a peak within box IoU 0.5 of the first quad
@@ -73,7 +73,7 @@ class ReaderConfig(_Strict):
     #: A detected plate is read from each of these cuts, ``(left, top, right, bottom)``
     #: margins in fractions of the plate's width and height (negative: cut in), and the
     #: slot probabilities are averaged: a second, wider cut makes up for corners set a
-    #: little inside the plate. Crops given to :meth:`Recognizer.read` are read as they are.
+    #: little inside the plate. Crops given to :meth:`Recognizer.read` are read whole, once.
     cuts: tuple[tuple[float, float, float, float], ...] = Field(
         ((0.0, 0.0, 0.0, 0.0), (0.04, 0.07, 0.04, 0.07)), min_length=1
     )

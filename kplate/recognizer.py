@@ -266,7 +266,8 @@ class Recognizer:
     def _slot_probs(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """The reader's per-slot character probabilities ``(n, max_len, classes)`` for
         crops already at its input size."""
-        out = []
+        rc = self.config.reader
+        out = [np.zeros((0, rc.max_len, len(self.alphabet)), np.float32)]
         for start in range(0, len(crops), READ_BATCH):
             x = torch.from_numpy(np.stack(crops[start : start + READ_BATCH])).to(self.device)
             x = x.permute(0, 3, 1, 2).float().div_(255.0)

@@ -95,6 +95,12 @@ def test_readings_average_the_cuts(recognizer: Recognizer) -> None:
     assert [p.text for p in narrow.read_detections([SCENE], dets)[0]] != [p.text for p in a]
 
 
+def test_nothing_to_read_reads_nothing(recognizer: Recognizer) -> None:
+    assert recognizer.read([]) == []
+    assert recognizer.read_detections([SCENE], [[]]) == [[]]
+    assert recognizer.refine([SCENE], [[]]) == [[]]
+
+
 def test_fold_batchnorm_keeps_outputs() -> None:
     torch.manual_seed(0)
     for model, x in (
