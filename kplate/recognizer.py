@@ -142,14 +142,10 @@ class Recognizer:
                 q = np.asarray(d.corners)
                 crops += [self.rectify(img, targets.expand_quad(q, c)) for c in rc.cuts]
                 owners.append((i, d))
-        results: list[list[Plate]] = [[] for _ in arrays]
-        if not crops:
-            return results
         probs = self._slot_probs(crops)
         probs = probs.reshape(len(owners), len(rc.cuts), *probs.shape[1:]).mean(1)
-        for (i, d), p in zip(owners, probs):
-            text, score = targets.decode_reading(p, self.alphabet, rc.repair_min_score)
-            r = Reading(text=text, score=score)
+        results: list[list[Plate]] = [[] for _ in arrays]
+        for (i, d), r in zip(owners, self._decode(probs)):
             if self._accept(r):
                 results[i].append(Plate.from_parts(d, r))
         return results
@@ -257,11 +253,16 @@ class Recognizer:
             a if a.shape[:2] == (rc.height, rc.width) else self.rectify(a, _whole(a))
             for a in arrays
         ]
-        readings: list[Reading] = []
-        for p in self._slot_probs(sized):
-            text, score = targets.decode_reading(p, self.alphabet, rc.repair_min_score)
-            readings.append(Reading(text=text, score=score))
-        return readings
+        return self._decode(self._slot_probs(sized))
+
+    def _decode(self, probs: np.ndarray) -> list[Reading]:
+        """Readings of slot probabilities ``(n, max_len, classes)``."""
+        floor = self.config.reader.repair_min_score
+        out = []
+        for p in probs:
+            text, score = targets.decode_reading(p, self.alphabet, floor)
+            out.append(Reading(text=text, score=score))
+        return out
 
     def _slot_probs(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """The reader's per-slot character probabilities ``(n, max_len, classes)`` for
