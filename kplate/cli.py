@@ -37,10 +37,14 @@ def _common() -> argparse.ArgumentParser:
     return p
 
 
-def _device_args() -> argparse.ArgumentParser:
+def device_args(default_device: str | None = None) -> argparse.ArgumentParser:
+    """``--device`` and ``--weights`` as a parent parser, for the CLI and the scripts that
+    load a :class:`kplate.Recognizer` (``default_device`` None: CUDA when available)."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument(
-        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)"
+        "--device",
+        default=default_device,
+        help=f"cpu, cuda or cuda:N (default: {default_device or 'cuda if available'})",
     )
     p.add_argument("--weights", type=Path, default=None, help="weights folder (default: shipped)")
     return p
@@ -59,7 +63,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common, dev = _common(), _device_args()
+    common, dev = _common(), device_args()
     parser = argparse.ArgumentParser(prog="kplate", description="Korean licence-plate recognition")
     parser.add_argument("--version", action="version", version=f"kplate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -28,6 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from kplate import Recognizer, targets
+from kplate.cli import device_args
 from kplate.imageio import to_rgb_array
 from kplate.synth.dataset import read_labels
 from kplate.synth.scene import jitter_corners
@@ -105,13 +106,13 @@ def jitter_offsets(n: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.nda
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[device_args("cpu")],
     )
     ap.add_argument("folder", type=Path, help="folder with labels.jsonl (scenes)")
     ap.add_argument("--min-width", type=float, default=60.0, help="smallest plate, in px")
     ap.add_argument("--jitter-draws", type=int, default=4000)
-    ap.add_argument("--weights", type=Path, default=None, help="weights folder (default: shipped)")
-    ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

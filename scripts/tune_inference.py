@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from kplate import Recognizer
+from kplate.cli import device_args
 from kplate.evaluate import evaluate
 from kplate.result import Detection, Plate, Reading
 
@@ -63,13 +64,13 @@ def _floor(text: str) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[device_args("cpu")],
     )
     ap.add_argument("folder", type=Path, help="folder with labels.jsonl (scenes and/or crops)")
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.4, 0.5, 0.6])
     ap.add_argument("--repair", type=_floor, nargs="+", default=[None, 0.2, 0.3])
-    ap.add_argument("--weights", type=Path, default=None, help="weights folder (default: shipped)")
-    ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
