@@ -1,20 +1,23 @@
 """Sweep the engine's inference settings on a labelled folder (held-out synthetic data).
 
-For each detection threshold and reading-repair floor (``reader.repair_min_score``, ``none``
-for off) it prints the ``kplate eval`` overall figures, so the shipped settings are chosen on
-data the models never trained on (never on ``../shared/real-dev``). The detector runs once
-per image, at the lowest threshold: greedy NMS keeps the same boxes above any higher
-threshold, and the second look treats each detection on its own, so filtering its detections
-by score gives exactly what that threshold would.
+For each detection threshold, reading-repair floor (``reader.repair_min_score``, ``none``
+for off) and text-score floor (``reader.min_text_score``) it prints the ``kplate eval``
+overall figures, so the shipped settings are chosen on data the models never trained on
+(never on ``../shared/real-dev``). The detector runs once per image, at the lowest
+threshold: greedy NMS keeps the same boxes above any higher threshold, and the second look
+treats each detection on its own, so filtering its detections by score gives exactly what
+that threshold would.
 
     .venv/bin/python scripts/tune_inference.py data/heldout-scenes \\
-        --thresholds 0.4 0.5 0.6 --repair none 0.2 0.3 [--weights DIR] [--json OUT]
+        --thresholds 0.4 0.5 0.6 --repair none 0.2 0.3 [--min-text 0 0.3 0.5] \\
+        [--weights DIR] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import logging
 import sys
@@ -71,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("folder", type=Path, help="folder with labels.jsonl (scenes and/or crops)")
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.4, 0.5, 0.6])
     ap.add_argument("--repair", type=_floor, nargs="+", default=[None, 0.2, 0.3])
+    ap.add_argument(
+        "--min-text",
+        type=float,
+        nargs="+",
+        default=None,
+        help="text-score floors to try (default: the config's reader.min_text_score)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -78,32 +88,48 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{args.folder} has no labels.jsonl")
     if any(not 0 < t < 1 for t in args.thresholds):
         ap.error("thresholds must be between 0 and 1")
+    if args.min_text is not None and any(not 0 <= t <= 1 for t in args.min_text):
+        ap.error("--min-text floors must be between 0 and 1")
 
     rec = Recognizer.load(weights_dir=args.weights, device=args.device)
     # detect at the lowest threshold once; every other threshold filters those detections
     object.__setattr__(rec.config.detector, "score_threshold", min(args.thresholds))
     engine = SweptEngine(rec)
+    min_texts = args.min_text or [rec.config.reader.min_text_score]
     rows = []
-    header = "| threshold | repair | precision | recall | end-to-end | crop exact | crop chars |"
-    lines = [header, "|---:|---:|---:|---:|---:|---:|---:|"]
-    for threshold in sorted(args.thresholds):
-        for floor in args.repair:
-            engine.threshold = threshold
-            object.__setattr__(rec.config.reader, "repair_min_score", floor)
-            report = evaluate(args.folder, engine, progress=False).to_json()
-            scenes = report["scenes"].get("overall", {})
-            crops = report["crops"].get("overall", {})
-            rows.append({"threshold": threshold, "repair_min_score": floor, **report})
-            cells = [
-                scenes.get("precision"),
-                scenes.get("recall"),
-                scenes.get("e2e_exact"),
-                crops.get("exact"),
-                crops.get("char_acc"),
-            ]
-            shown = " | ".join("-" if v is None else f"{v:.1%}" for v in cells)
-            lines.append(f"| {threshold} | {floor if floor is not None else 'none'} | {shown} |")
-            log.info(lines[-1])
+    header = (
+        "| threshold | repair | min text score | precision | recall | end-to-end "
+        "| crop exact | crop chars |"
+    )
+    lines = [header, "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for threshold, floor, min_text in itertools.product(
+        sorted(args.thresholds), args.repair, sorted(min_texts)
+    ):
+        engine.threshold = threshold
+        object.__setattr__(rec.config.reader, "repair_min_score", floor)
+        object.__setattr__(rec.config.reader, "min_text_score", min_text)
+        report = evaluate(args.folder, engine, progress=False).to_json()
+        scenes = report["scenes"].get("overall", {})
+        crops = report["crops"].get("overall", {})
+        rows.append(
+            {
+                "threshold": threshold,
+                "repair_min_score": floor,
+                "min_text_score": min_text,
+                **report,
+            }
+        )
+        cells = [
+            scenes.get("precision"),
+            scenes.get("recall"),
+            scenes.get("e2e_exact"),
+            crops.get("exact"),
+            crops.get("char_acc"),
+        ]
+        shown = " | ".join("-" if v is None else f"{v:.1%}" for v in cells)
+        repair = floor if floor is not None else "none"
+        lines.append(f"| {threshold} | {repair} | {min_text} | {shown} |")
+        log.info(lines[-1])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")

@@ -61,4 +61,27 @@ def test_sweep_cli_writes_a_row_per_setting(
         (0.5, None), (0.5, 0.3), (0.6, None), (0.6, 0.3)
     ]  # fmt: skip
     assert all(r["scenes"]["overall"]["plates"] == 6 for r in rows)
-    assert "| 0.5 | none |" in capsys.readouterr().out
+    # without --min-text every row runs at the config's own text-score floor
+    assert {r["min_text_score"] for r in rows} == {0.0}
+    assert "| 0.5 | none | 0.0 |" in capsys.readouterr().out
+
+
+def test_sweep_cli_text_score_floor_drops_plates(tmp_path: Path) -> None:
+    scores = sorted(p.text_score for ps in Recognizer.load(device="cpu").recognize(_scenes())
+                    for p in ps)  # fmt: skip
+    assert scores[0] < scores[-1]
+    floor = round((scores[0] + scores[-1]) / 2, 4)
+    out = tmp_path / "sweep.json"
+    rc = tune.main([str(SAMPLES), "--thresholds", "0.5", "--repair", "0.2",
+                    "--min-text", str(floor), "0", "--json", str(out)])  # fmt: skip
+    assert rc == 0
+    rows = json.loads(out.read_text(encoding="utf-8"))
+    assert [r["min_text_score"] for r in rows] == [0.0, floor]
+    every, some = (r["scenes"]["overall"] for r in rows)
+    # the floor between the weakest and the strongest reading drops some plates, not all
+    assert 0 < some["recall"] < every["recall"]
+
+
+def test_sweep_cli_rejects_a_text_score_floor_out_of_range() -> None:
+    with pytest.raises(SystemExit):
+        tune.main([str(SAMPLES), "--min-text", "1.5"])
