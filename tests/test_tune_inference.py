@@ -67,12 +67,14 @@ def test_sweep_cli_writes_a_row_per_setting(
 
 
 def test_sweep_cli_text_score_floor_drops_plates(tmp_path: Path) -> None:
-    scores = sorted(p.text_score for ps in Recognizer.load(device="cpu").recognize(_scenes())
-                    for p in ps)  # fmt: skip
+    rec = Recognizer.load(device="cpu")
+    scores = sorted(p.text_score for ps in rec.recognize(_scenes()) for p in ps)
     assert scores[0] < scores[-1]
     floor = round((scores[0] + scores[-1]) / 2, 4)
+    # sweep at the settings those scores were read with, so the floor splits the same plates
+    threshold, repair = rec.config.detector.score_threshold, rec.config.reader.repair_min_score
     out = tmp_path / "sweep.json"
-    rc = tune.main([str(SAMPLES), "--thresholds", "0.5", "--repair", "0.2",
+    rc = tune.main([str(SAMPLES), "--thresholds", str(threshold), "--repair", str(repair),
                     "--min-text", str(floor), "0", "--json", str(out)])  # fmt: skip
     assert rc == 0
     rows = json.loads(out.read_text(encoding="utf-8"))
