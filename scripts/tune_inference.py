@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from kplate import Recognizer
 from kplate.cli import device_args
+from kplate.config import EngineConfig
 from kplate.evaluate import evaluate
 from kplate.result import Detection, Plate, Reading
 
@@ -65,6 +67,20 @@ def _floor(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
 
+def with_settings(
+    cfg: EngineConfig, threshold: float, repair: float | None, min_text: float
+) -> EngineConfig:
+    """``cfg`` with the settings under test, validated as a config file's would be.
+
+    Raises:
+        pydantic.ValidationError: a setting is out of its range.
+    """
+    data = cfg.model_dump()
+    data["detector"]["score_threshold"] = threshold
+    data["reader"].update(repair_min_score=repair, min_text_score=min_text)
+    return EngineConfig.model_validate(data)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__,
@@ -86,28 +102,28 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not (args.folder / "labels.jsonl").is_file():
         ap.error(f"{args.folder} has no labels.jsonl")
-    if any(not 0 < t < 1 for t in args.thresholds):
-        ap.error("thresholds must be between 0 and 1")
-    if args.min_text is not None and any(not 0 <= t <= 1 for t in args.min_text):
-        ap.error("--min-text floors must be between 0 and 1")
 
     rec = Recognizer.load(weights_dir=args.weights, device=args.device)
-    # detect at the lowest threshold once; every other threshold filters those detections
-    object.__setattr__(rec.config.detector, "score_threshold", min(args.thresholds))
-    engine = SweptEngine(rec)
     min_texts = args.min_text or [rec.config.reader.min_text_score]
+    settings = list(itertools.product(sorted(args.thresholds), args.repair, sorted(min_texts)))
+    try:
+        configs = [with_settings(rec.config, *row) for row in settings]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        ap.error(f"{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err['input']})")
+    # detect at the lowest threshold (the first row's) once; every other threshold filters
+    # those detections
+    lowest = configs[0].detector
+    engine = SweptEngine(rec)
     rows = []
     header = (
         "| threshold | repair | min text score | precision | recall | end-to-end "
         "| crop exact | crop chars |"
     )
     lines = [header, "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for threshold, floor, min_text in itertools.product(
-        sorted(args.thresholds), args.repair, sorted(min_texts)
-    ):
+    for (threshold, floor, min_text), config in zip(settings, configs):
         engine.threshold = threshold
-        object.__setattr__(rec.config.reader, "repair_min_score", floor)
-        object.__setattr__(rec.config.reader, "min_text_score", min_text)
+        rec.config = config.model_copy(update={"detector": lowest})
         report = evaluate(args.folder, engine, progress=False).to_json()
         scenes = report["scenes"].get("overall", {})
         crops = report["crops"].get("overall", {})

@@ -84,6 +84,18 @@ def test_sweep_cli_text_score_floor_drops_plates(tmp_path: Path) -> None:
     assert 0 < some["recall"] < every["recall"]
 
 
-def test_sweep_cli_rejects_a_text_score_floor_out_of_range() -> None:
-    with pytest.raises(SystemExit):
-        tune.main([str(SAMPLES), "--min-text", "1.5"])
+@pytest.mark.parametrize(
+    ("flag", "value", "field"),
+    [
+        ("--min-text", "1.5", "reader.min_text_score"),
+        ("--repair", "-0.1", "reader.repair_min_score"),
+        ("--thresholds", "1", "detector.score_threshold"),
+    ],
+)
+def test_sweep_cli_rejects_a_setting_out_of_range(
+    flag: str, value: str, field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        tune.main([str(SAMPLES), flag, value])
+    assert exc.value.code == 2
+    assert f"{field}: Input should be" in capsys.readouterr().err
