@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -90,6 +92,22 @@ class EngineConfig(_Strict):
 
     detector: DetectorConfig = DetectorConfig()
     reader: ReaderConfig = ReaderConfig()
+
+    def updated(
+        self,
+        detector: Mapping[str, Any] | None = None,
+        reader: Mapping[str, Any] | None = None,
+    ) -> EngineConfig:
+        """This config with some ``detector`` and ``reader`` fields changed, validated as a
+        config file's would be (``model_copy(update=...)`` would skip validation).
+
+        Raises:
+            pydantic.ValidationError: a field is unknown or a value out of its range.
+        """
+        data = self.model_dump()
+        data["detector"].update(detector or {})
+        data["reader"].update(reader or {})
+        return EngineConfig.model_validate(data)
 
 
 def load_config(path: Path | None = None) -> EngineConfig:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -116,6 +117,21 @@ class Recognizer:
             fold_batchnorm(model.eval())
         log.info("loaded kplate weights from %s on %s", wdir, dev)
         return cls(detector, reader, config, dev)
+
+    def reconfigured(
+        self,
+        detector: Mapping[str, Any] | None = None,
+        reader: Mapping[str, Any] | None = None,
+    ) -> Recognizer:
+        """The same models under this config with some fields changed
+        (:meth:`EngineConfig.updated`); for sweeps and comparisons without reloading.
+
+        Raises:
+            pydantic.ValidationError: a field is unknown or a value out of its range.
+        """
+        return Recognizer(
+            self.detector, self.reader, self.config.updated(detector, reader), self.device
+        )
 
     # ------------------------------------------------------------ public API
 

@@ -69,13 +69,9 @@ def timed_pair(
 
 def first_look_only(rec: Recognizer) -> Recognizer:
     """The same models without the second look at each detection and with one cut to read."""
-    cfg = rec.config.model_copy(
-        update={
-            "detector": rec.config.detector.model_copy(update={"refine_width": None}),
-            "reader": rec.config.reader.model_copy(update={"cuts": ((0.0, 0.0, 0.0, 0.0),)}),
-        }
+    return rec.reconfigured(
+        detector={"refine_width": None}, reader={"cuts": [(0.0, 0.0, 0.0, 0.0)]}
     )
-    return Recognizer(rec.detector, rec.reader, cfg, rec.device)
 
 
 def pct(xs: list[float], q: float) -> float:

@@ -75,10 +75,10 @@ def with_settings(
     Raises:
         pydantic.ValidationError: a setting is out of its range.
     """
-    data = cfg.model_dump()
-    data["detector"]["score_threshold"] = threshold
-    data["reader"].update(repair_min_score=repair, min_text_score=min_text)
-    return EngineConfig.model_validate(data)
+    return cfg.updated(
+        detector={"score_threshold": threshold},
+        reader={"repair_min_score": repair, "min_text_score": min_text},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

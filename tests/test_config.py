@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from kplate.config import CONFIG_DIR, load_config
 from kplate.errors import ConfigError
@@ -32,3 +33,15 @@ def test_bad_value_fails(tmp_path: Path) -> None:
 def test_missing_file_fails(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_updated_changes_only_the_named_fields_and_validates() -> None:
+    cfg = load_config()
+    new = cfg.updated(detector={"score_threshold": 0.6}, reader={"cuts": [(0, 0, 0, 0)]})
+    assert new.detector.score_threshold == 0.6 and new.reader.cuts == ((0, 0, 0, 0),)
+    assert new.detector.model_copy(update={"score_threshold": 0.4}) == cfg.detector
+    assert cfg.updated() == cfg and cfg.detector.score_threshold == 0.4  # cfg itself unchanged
+    with pytest.raises(ValidationError, match="score_threshold"):
+        cfg.updated(detector={"score_threshold": 1.5})
+    with pytest.raises(ValidationError, match="cut_margin"):
+        cfg.updated(reader={"cut_margin": 0.1})  # a typo is refused, not ignored

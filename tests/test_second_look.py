@@ -23,23 +23,12 @@ SCENE = np.asarray(Image.open(SAMPLES / "scene_1.jpg").convert("RGB"))
 LABELS = [r for r in read_labels(SAMPLES / "labels.jsonl") if r["file"] == "scene_1.jpg"]
 
 
-def _with(rec: Recognizer, detector: dict[str, object], reader: dict[str, object]) -> Recognizer:
-    """The same models under a changed config."""
-    cfg = rec.config.model_copy(
-        update={
-            "detector": rec.config.detector.model_copy(update=detector),
-            "reader": rec.config.reader.model_copy(update=reader),
-        }
-    )
-    return Recognizer(rec.detector, rec.reader, cfg, rec.device)
-
-
 def _box_at(x: float, y: float, w: float, h: float) -> Detection:
     return Detection(((x, y), (x + w, y), (x + w, y + h), (x, y + h)), 0.9, "one-line", "white")
 
 
 def test_second_look_keeps_plates_and_drops_unconfirmed_boxes(recognizer: Recognizer) -> None:
-    first = _with(recognizer, {"refine_width": None}, {}).detect([SCENE])[0]
+    first = recognizer.reconfigured(detector={"refine_width": None}).detect([SCENE])[0]
     refined = recognizer.refine([SCENE], [first])[0]
     truth = [np.array(r["box"]) for r in LABELS]
     assert truth, "the committed scene has plates"
@@ -55,17 +44,21 @@ def test_second_look_keeps_plates_and_drops_unconfirmed_boxes(recognizer: Recogn
     grey = np.full((400, 600, 3), 128, np.uint8)
     ghost = _box_at(200, 180, 120, 30)
     assert recognizer.refine([grey], [[ghost]]) == [[]]
-    keep = _with(recognizer, {"refine_drop": False}, {})
+    keep = recognizer.reconfigured(detector={"refine_drop": False})
     assert keep.refine([grey], [[ghost]]) == [[ghost]]
-    assert _with(recognizer, {"refine_width": None}, {}).refine([grey], [[ghost]]) == [[ghost]]
+    assert recognizer.reconfigured(detector={"refine_width": None}).refine([grey], [[ghost]]) == [
+        [ghost]
+    ]
 
 
 def test_second_look_blends_the_corners(recognizer: Recognizer) -> None:
-    first = _with(recognizer, {"refine_width": None}, {}).detect([SCENE])
+    first = recognizer.reconfigured(detector={"refine_width": None}).detect([SCENE])
     corners = {
         blend: [
             d.corners
-            for d in _with(recognizer, {"refine_blend": blend}, {}).refine([SCENE], first)[0]
+            for d in recognizer.reconfigured(detector={"refine_blend": blend}).refine(
+                [SCENE], first
+            )[0]
         ]
         for blend in (0.0, 0.5, 1.0)
     }
@@ -78,20 +71,20 @@ def test_second_look_blends_the_corners(recognizer: Recognizer) -> None:
 
 
 def test_second_look_is_part_of_detect(recognizer: Recognizer) -> None:
-    off = _with(recognizer, {"refine_width": None}, {})
+    off = recognizer.reconfigured(detector={"refine_width": None})
     expected = recognizer.refine([SCENE], off.detect([SCENE]))
     assert recognizer.detect([SCENE]) == expected
 
 
 def test_readings_average_the_cuts(recognizer: Recognizer) -> None:
     dets = recognizer.detect([SCENE])
-    one = _with(recognizer, {}, {"cuts": ((0.0, 0.0, 0.0, 0.0),)})
-    twice = _with(recognizer, {}, {"cuts": ((0.0, 0.0, 0.0, 0.0),) * 2})
+    one = recognizer.reconfigured(reader={"cuts": ((0.0, 0.0, 0.0, 0.0),)})
+    twice = recognizer.reconfigured(reader={"cuts": ((0.0, 0.0, 0.0, 0.0),) * 2})
     a, b = one.read_detections([SCENE], dets)[0], twice.read_detections([SCENE], dets)[0]
     assert [p.text for p in a] == [p.text for p in b]
     assert [p.text_score for p in a] == pytest.approx([p.text_score for p in b], abs=1e-5)
     # the cuts are what is read: the plate's middle fifth does not read as the whole plate
-    narrow = _with(recognizer, {}, {"cuts": ((-0.4, -0.2, -0.4, -0.2),)})
+    narrow = recognizer.reconfigured(reader={"cuts": ((-0.4, -0.2, -0.4, -0.2),)})
     assert [p.text for p in narrow.read_detections([SCENE], dets)[0]] != [p.text for p in a]
 
 
