@@ -250,3 +250,28 @@ def test_train_rejects_bad_options(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "kplate.cli", "train", "reader", "--out", str(tmp_path),
                         "--steps", "0"], check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and "--steps must be > 0" in r.stderr
+
+
+def test_non_plate_cuts_are_spread_evenly() -> None:
+    from kplate.train.data import is_non_plate
+
+    picks = [i for i in range(1000) if is_non_plate(i, 0.04)]
+    assert len(picks) == 40 and max(np.diff(picks)) == 25
+    assert not any(is_non_plate(i, 0.0) for i in range(1000))
+
+
+def test_reader_training_crops_hold_empty_labels_validation_crops_none() -> None:
+    from kplate.config import EngineConfig
+    from kplate.train.data import CropDataset
+    from kplate.train.tasks import task_dataset
+
+    cfg = EngineConfig()
+    data = CropDataset(0, 20, cfg.reader, workers=1, progress=False, non_plate_share=0.25)
+    empty = [i for i, t in enumerate(data.texts) if t == ""]
+    assert empty == [3, 7, 11, 15, 19]
+    assert not data.labels[empty].any()  # every slot padding
+    assert all(plates.parse(t) is not None for i, t in enumerate(data.texts) if i not in empty)
+    val = task_dataset("reader", cfg, 1, 30, workers=1, progress=False, training=False)
+    assert isinstance(val, CropDataset) and all(val.texts)
+    with pytest.raises(ValueError, match="non_plate_share"):
+        CropDataset(0, 1, cfg.reader, workers=1, progress=False, non_plate_share=1.0)

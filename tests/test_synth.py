@@ -12,6 +12,7 @@ import pytest
 from kplate import plates
 from kplate.synth import SynthJob, render_crop, render_scene, write_dataset
 from kplate.synth.plate import STYLE_BY_NAME, STYLES, PlateStyle, render_plate, text_for
+from kplate.synth.scene import render_non_plate, sample_rng
 
 
 @pytest.mark.parametrize("style", STYLES, ids=lambda s: s.name)
@@ -321,3 +322,40 @@ def test_strip_png_profile_keeps_pixels(tmp_path: Path) -> None:
     b = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert a is not None and b is not None and np.array_equal(a, b)
     assert strip_png_profile(b"\xff\xd8 not a png") == b"\xff\xd8 not a png"
+
+
+def test_green_plates_without_a_region_spread_their_top_line_wide() -> None:
+    # real `42 무` top lines span 41-48% of the plate (typeset as the others, about a third)
+    from kplate.synth.plate import _layout_cells
+
+    def top_share(name: str) -> list[float]:
+        style, rng = STYLE_BY_NAME[name], np.random.default_rng(5)
+        out = []
+        for _ in range(200):
+            cells = _layout_cells(rng, style, text_for(rng, style))
+            top = [c for c in cells if c.y1 < style.size_mm[1] / 2]
+            out.append((max(c.x1 for c in top) - min(c.x0 for c in top)) / style.size_mm[0])
+        return out
+
+    wide = top_share("green-2line-noregion")
+    assert min(wide) > 0.30 and max(wide) < 0.49 and np.median(wide) > 0.38
+
+
+def test_non_plate_cuts_are_deterministic_labelless_and_not_blank() -> None:
+    for i in range(12):
+        s = render_non_plate(7, i, (160, 64))
+        assert s.plates == ()
+        assert s.image.shape == (64, 160, 3) and s.image.dtype == np.uint8
+        assert float(s.image.std()) > 3.0, f"cut {i} is blank"
+        assert np.array_equal(s.image, render_non_plate(7, i, (160, 64)).image)
+    natural = render_non_plate(7, 0).image
+    assert 16 <= natural.shape[0] <= 160
+
+
+def test_sample_kinds_have_their_own_streams() -> None:
+    draws = {k: sample_rng(3, 4, k).random() for k in ("scenes", "crops", "non-plates")}
+    assert len(set(draws.values())) == 3
+    assert draws["scenes"] == np.random.default_rng([3, 4, 0]).random()  # scenes as before
+    assert draws["crops"] == np.random.default_rng([3, 4, 1]).random()  # crops as before
+    with pytest.raises(ValueError, match="kind must be one of"):
+        sample_rng(3, 4, "crop")

@@ -183,7 +183,11 @@ def _layout_cells(rng: np.random.Generator, style: PlateStyle, t: PlateText) -> 
     top_chars = [(ch, 1.1) for ch in (t.region or "")] + [(d, 0.9) for d in tn]
     if use_on_top:
         top_chars.append((uc, 1.1))
-    top_w = sum(w for _, w in top_chars) * j(38, 5) * s
+    if style.name == "green-2line-noregion":
+        # real ones spread `42 무` wide: its top line spans 41-48% of the plate
+        top_w = W * float(rng.uniform(0.31, 0.48))
+    else:
+        top_w = sum(w for _, w in top_chars) * j(38, 5) * s
     gaps_top: dict[int, float] = {}
     if t.region:
         gaps_top[1] = j(0.4, 0.15)
@@ -327,7 +331,10 @@ def render_plate(
         stamp(canvas, m, round(cx - gw / 2), round(cell.y0 * s), ink)
     # bolts: one-line plates above the text, two-line plates either side of the top line
     if rng.random() < 0.6:
-        r_mm = float(rng.uniform(4, 7))
+        # green plates without a region carry large bolt heads beside their wide top line
+        r_mm = float(
+            rng.uniform(7, 13) if style.name == "green-2line-noregion" else rng.uniform(4, 7)
+        )
         r = max(1, round(r_mm * s))
         if style.layout == "one-line":
             yb = round(H * float(rng.uniform(0.12, 0.2)))

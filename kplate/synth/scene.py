@@ -70,9 +70,19 @@ class Sample:
     plates: tuple[PlateLabel, ...] = field(default_factory=tuple)
 
 
+#: One random stream per kind of sample, so that adding a kind leaves the others' pixels alone.
+_STREAMS = {"scenes": 0, "crops": 1, "non-plates": 2}
+
+
 def sample_rng(seed: int, index: int, kind: str) -> np.random.Generator:
-    """The generator of sample ``index``: independent of workers and of other samples."""
-    return np.random.default_rng([seed, index, 0 if kind == "scenes" else 1])
+    """The generator of sample ``index`` of ``kind``: independent of workers and of other samples.
+
+    Raises:
+        ValueError: ``kind`` is not one of ``_STREAMS``.
+    """
+    if kind not in _STREAMS:
+        raise ValueError(f"kind must be one of {tuple(_STREAMS)}, got {kind!r}")
+    return np.random.default_rng([seed, index, _STREAMS[kind]])
 
 
 # ---------------------------------------------------------------- geometry
@@ -539,11 +549,83 @@ def render_crop(seed: int, index: int, size: tuple[int, int] | None = None) -> S
         canvas = effects.glare(rng, canvas, (float(c[0]), float(c[1])), target_w * 0.4)
     canvas = effects.degrade(rng, canvas, strength=0.8, blur_scale=min(1.0, target_w / 150))
     quad = jitter_corners(rng, np.array(corners))
-    if size is None:
-        h = int(np.clip(target_w * aspect * float(rng.uniform(0.9, 1.3)), 16, 160))
-        size = (max(16, int(h / aspect)), h)
+    size = _crop_size(rng, target_w, aspect, size)
     crop = rectify(canvas, quad, size)
     w, h = size
     full = ((0.0, 0.0), (float(w), 0.0), (float(w), float(h)), (0.0, float(h)))
     label = PlateLabel(plate_text, style.layout, style.color, style.name, full)
     return Sample(image=crop, plates=(label,))
+
+
+#: Shares of :func:`render_non_plate`'s cuts taken beside a plate on its car (the rest: signs).
+NON_PLATE_CAR_SHARE = 0.6
+
+
+def _crop_size(
+    rng: np.random.Generator, target_w: float, aspect: float, size: tuple[int, int] | None
+) -> tuple[int, int]:
+    """The output size of a crop of a plate ``target_w`` px wide: ``size`` or a random one."""
+    if size is not None:
+        return size
+    h = int(np.clip(target_w * aspect * float(rng.uniform(0.9, 1.3)), 16, 160))
+    return (max(16, int(h / aspect)), h)
+
+
+def render_non_plate(seed: int, index: int, size: tuple[int, int] | None = None) -> Sample:
+    """Render a cut with a plate's shape where there is no plate, as the detector's false boxes
+    are: beside, above or below a plate on its car (bumper, lamps, grille, badge, sticker), or
+    a sign or sticker with non-plate text. The sample has no plate labels.
+
+    The cut gets the same degradation and corner jitter as :func:`render_crop`'s.
+    """
+    rng = sample_rng(seed, index, "non-plates")
+    style = pick_style(rng)
+    target_w = float(np.exp(rng.uniform(np.log(CROP_MIN_W), np.log(CROP_MAX_W))))
+    aspect = style.size_mm[1] / style.size_mm[0]
+    th = target_w * aspect
+    if rng.random() < NON_PLATE_CAR_SHARE:
+        cw, ch = int(target_w * 4.5) + 8, int(th * 7) + 8
+        canvas = backgrounds.background(rng, cw, ch, photo_share=0.5)
+        view = _view(rng, max_yaw=30, max_pitch=12, max_roll=6)
+        plate = _place(
+            rng,
+            canvas,
+            np.zeros((ch, cw), np.uint8),
+            style,
+            text_for(rng, style),
+            target_w,
+            (cw / 2, ch / 2),
+            with_car=True,
+            view=view,
+        )
+        if plate is None:  # cannot happen with this canvas size, but stay safe
+            raise RuntimeError(f"non-plate {index} of seed {seed}: plate did not fit")
+        pts = np.array(plate)
+        side = rng.random()
+        if side < 0.5:  # beside the plate: bumper, fog lamps
+            shift = (float(rng.choice((-1, 1)) * rng.uniform(1.05, 1.5)) * target_w, 0.0)
+        else:  # above (lights, badge, grille) or below
+            up = -1.0 if side < 0.85 else 1.0
+            shift = (
+                float(rng.uniform(-0.3, 0.3)) * target_w,
+                up * float(rng.uniform(1.1, 2.6)) * th,
+            )
+        quad = pts + np.array(shift)
+    else:
+        cw, ch = int(target_w * 1.7) + 8, int(th * 2.2) + 8
+        canvas = backgrounds.background(rng, cw, ch, photo_share=0.5)
+        x0 = int(cw / 2 - target_w / 2 * float(rng.uniform(0.8, 1.1)))
+        text_h = max(6, int(th * float(rng.uniform(0.3, 0.7))))
+        _draw_text_box(rng, canvas, x0, int(ch / 2 - text_h / 2 - text_h // 4), text_h)
+        cx, cy = cw / 2, ch / 2
+        quad = np.array(
+            [
+                [cx - target_w / 2, cy - th / 2],
+                [cx + target_w / 2, cy - th / 2],
+                [cx + target_w / 2, cy + th / 2],
+                [cx - target_w / 2, cy + th / 2],
+            ]
+        )
+    canvas = effects.degrade(rng, canvas, strength=0.8, blur_scale=min(1.0, target_w / 150))
+    quad = jitter_corners(rng, quad)
+    return Sample(image=rectify(canvas, quad, _crop_size(rng, target_w, aspect, size)))

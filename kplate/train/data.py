@@ -18,7 +18,7 @@ from tqdm import tqdm
 from kplate import targets
 from kplate.config import ReaderConfig
 from kplate.synth.dataset import default_workers
-from kplate.synth.scene import render_crop, render_scene
+from kplate.synth.scene import render_crop, render_non_plate, render_scene
 
 _M = TypeVar("_M")
 
@@ -39,12 +39,21 @@ class _SceneTask:
         )
 
 
+def is_non_plate(index: int, share: float) -> bool:
+    """Whether crop ``index`` of a set with ``share`` non-plate cuts is one: spread evenly, so
+    any run of ``n`` indices holds ``n * share`` of them, give or take one."""
+    return int((index + 1) * share) > int(index * share)
+
+
 @dataclass(frozen=True)
 class _CropTask:
     seed: int
     size: tuple[int, int]
+    non_plate_share: float = 0.0
 
     def __call__(self, index: int) -> tuple[np.ndarray, str]:
+        if is_non_plate(index, self.non_plate_share):
+            return render_non_plate(self.seed, index, self.size).image, ""
         s = render_crop(self.seed, index, self.size)
         return s.image, s.plates[0].text.text
 
@@ -128,7 +137,11 @@ def collate_scenes(
 
 
 class CropDataset(Dataset):
-    """Rectified plate crops at the reader's input size, with slot targets."""
+    """Rectified plate crops at the reader's input size, with slot targets.
+
+    ``non_plate_share`` of the samples are cuts where there is no plate, labelled as empty
+    text (every slot padding), so that the reader learns to read a false detection as nothing.
+    """
 
     def __init__(
         self,
@@ -138,9 +151,12 @@ class CropDataset(Dataset):
         workers: int | None = None,
         progress: bool = True,
         augment: bool = True,
+        non_plate_share: float = 0.0,
     ) -> None:
+        if not 0.0 <= non_plate_share < 1.0:
+            raise ValueError(f"non_plate_share must be in [0, 1), got {non_plate_share}")
         self.images, self.texts = _render(
-            _CropTask(seed, (cfg.width, cfg.height)),
+            _CropTask(seed, (cfg.width, cfg.height), non_plate_share),
             count,
             (cfg.height, cfg.width),
             f"render crops (seed {seed})",

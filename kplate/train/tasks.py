@@ -43,6 +43,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 #: Validation data uses seeds far from any training seed.
 VAL_SEED_OFFSET = 1_000_003
+#: Share of the reader's training crops cut where there is no plate (read as empty text);
+#: its validation crops are all plates.
+READER_NON_PLATE_SHARE = 0.04
 
 
 def focal_loss(logits: torch.Tensor, heat: torch.Tensor, n_pos: int) -> torch.Tensor:
@@ -151,12 +154,15 @@ def task_dataset(
     count: int,
     workers: int | None = None,
     progress: bool = True,
+    training: bool = True,
 ) -> SceneDataset | CropDataset:
-    """``count`` samples of ``task``'s data rendered from ``seed`` (training or validation)."""
+    """``count`` samples of ``task``'s training (or, ``training=False``, validation) data
+    rendered from ``seed``."""
     if task == "detector":
         return SceneDataset(seed, count, cfg.detector.train_size, STRIDE, workers, progress)
     if task == "reader":
-        return CropDataset(seed, count, cfg.reader, workers, progress)
+        share = READER_NON_PLATE_SHARE if training else 0.0
+        return CropDataset(seed, count, cfg.reader, workers, progress, non_plate_share=share)
     raise ValueError(f"task must be 'detector' or 'reader', got {task!r}")
 
 
@@ -212,7 +218,7 @@ def run(
     )
     validate: Callable[[nn.Module], dict[str, float]]
     val_set = task_dataset(
-        task, cfg, args.seed + VAL_SEED_OFFSET, args.val_count, workers, progress
+        task, cfg, args.seed + VAL_SEED_OFFSET, args.val_count, workers, progress, training=False
     )
     if isinstance(val_set, SceneDataset):
         validate = partial(detector_metrics, data=val_set, cfg=cfg)
