@@ -557,7 +557,7 @@ def render_crop(seed: int, index: int, size: tuple[int, int] | None = None) -> S
     return Sample(image=crop, plates=(label,))
 
 
-#: Shares of :func:`render_non_plate`'s cuts taken beside a plate on its car (the rest: signs).
+#: Share of :func:`render_non_plate`'s cuts taken beside a plate on its car (the rest: signs).
 NON_PLATE_CAR_SHARE = 0.6
 
 
