@@ -328,16 +328,12 @@ def test_green_plates_without_a_region_spread_their_top_line_wide() -> None:
     # real `42 무` top lines span 41-48% of the plate (typeset as the others, about a third)
     from kplate.synth.plate import _layout_cells
 
-    def top_share(name: str) -> list[float]:
-        style, rng = STYLE_BY_NAME[name], np.random.default_rng(5)
-        out = []
-        for _ in range(200):
-            cells = _layout_cells(rng, style, text_for(rng, style))
-            top = [c for c in cells if c.y1 < style.size_mm[1] / 2]
-            out.append((max(c.x1 for c in top) - min(c.x0 for c in top)) / style.size_mm[0])
-        return out
-
-    wide = top_share("green-2line-noregion")
+    style, rng = STYLE_BY_NAME["green-2line-noregion"], np.random.default_rng(5)
+    wide = []
+    for _ in range(200):
+        cells = _layout_cells(rng, style, text_for(rng, style))
+        top = [c for c in cells if c.y1 < style.size_mm[1] / 2]
+        wide.append((max(c.x1 for c in top) - min(c.x0 for c in top)) / style.size_mm[0])
     assert min(wide) > 0.30 and max(wide) < 0.49 and np.median(wide) > 0.38
 
 

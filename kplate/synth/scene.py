@@ -510,6 +510,22 @@ def jitter_corners(
     return out
 
 
+def _crop_plate_width(rng: np.random.Generator) -> float:
+    """A crop's plate width (px), log-uniform: plates as the reader meets them, rectified from
+    the full-resolution photo, where even a distant plate usually spans 50 px or more."""
+    return float(np.exp(rng.uniform(np.log(CROP_MIN_W), np.log(CROP_MAX_W))))
+
+
+def _crop_view(rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """The camera of a crop's small scene: a little milder than a full scene's."""
+    return _view(rng, max_yaw=30, max_pitch=12, max_roll=6)
+
+
+def _degrade_crop(rng: np.random.Generator, canvas: np.ndarray, target_w: float) -> np.ndarray:
+    """A crop's camera chain: blur scaled to the plate's width (full below 150 px)."""
+    return effects.degrade(rng, canvas, strength=0.8, blur_scale=min(1.0, target_w / 150))
+
+
 def render_crop(seed: int, index: int, size: tuple[int, int] | None = None) -> Sample:
     """Render a rectified plate crop, as the reader sees one after detection.
 
@@ -520,15 +536,13 @@ def render_crop(seed: int, index: int, size: tuple[int, int] | None = None) -> S
     rng = sample_rng(seed, index, "crops")
     style = pick_style(rng)
     plate_text = text_for(rng, style)
-    # plates as the reader meets them: rectified from the full-resolution photo, where even a
-    # distant plate usually spans 50 px or more
-    target_w = float(np.exp(rng.uniform(np.log(CROP_MIN_W), np.log(CROP_MAX_W))))
+    target_w = _crop_plate_width(rng)
     aspect = style.size_mm[1] / style.size_mm[0]
     cw = int(target_w * 1.7) + 8
     ch = int(target_w * aspect * 2.2) + 8
     canvas = backgrounds.background(rng, cw, ch, photo_share=0.5)
     protect = np.zeros((ch, cw), np.uint8)
-    view = _view(rng, max_yaw=30, max_pitch=12, max_roll=6)
+    view = _crop_view(rng)
     corners = _place(
         rng,
         canvas,
@@ -547,7 +561,7 @@ def render_crop(seed: int, index: int, size: tuple[int, int] | None = None) -> S
     if rng.random() < 0.06:
         c = np.array(corners).mean(0)
         canvas = effects.glare(rng, canvas, (float(c[0]), float(c[1])), target_w * 0.4)
-    canvas = effects.degrade(rng, canvas, strength=0.8, blur_scale=min(1.0, target_w / 150))
+    canvas = _degrade_crop(rng, canvas, target_w)
     quad = jitter_corners(rng, np.array(corners))
     size = _crop_size(rng, target_w, aspect, size)
     crop = rectify(canvas, quad, size)
@@ -580,13 +594,13 @@ def render_non_plate(seed: int, index: int, size: tuple[int, int] | None = None)
     """
     rng = sample_rng(seed, index, "non-plates")
     style = pick_style(rng)
-    target_w = float(np.exp(rng.uniform(np.log(CROP_MIN_W), np.log(CROP_MAX_W))))
+    target_w = _crop_plate_width(rng)
     aspect = style.size_mm[1] / style.size_mm[0]
     th = target_w * aspect
     if rng.random() < NON_PLATE_CAR_SHARE:
         cw, ch = int(target_w * 4.5) + 8, int(th * 7) + 8
         canvas = backgrounds.background(rng, cw, ch, photo_share=0.5)
-        view = _view(rng, max_yaw=30, max_pitch=12, max_roll=6)
+        view = _crop_view(rng)
         plate = _place(
             rng,
             canvas,
@@ -626,6 +640,6 @@ def render_non_plate(seed: int, index: int, size: tuple[int, int] | None = None)
                 [cx - target_w / 2, cy + th / 2],
             ]
         )
-    canvas = effects.degrade(rng, canvas, strength=0.8, blur_scale=min(1.0, target_w / 150))
+    canvas = _degrade_crop(rng, canvas, target_w)
     quad = jitter_corners(rng, quad)
     return Sample(image=rectify(canvas, quad, _crop_size(rng, target_w, aspect, size)))
