@@ -72,6 +72,10 @@ class ReaderConfig(_Strict):
     #: plate-shaped string instead if its least certain slot has at least this probability
     #: (``null``: never; the reading is then dropped as not plate-shaped).
     repair_min_score: float | None = Field(None, ge=0, le=1)
+    #: The same floor for crops given to :meth:`Recognizer.read`. The caller says each one is
+    #: a plate, so there is no false detection to turn away: at 0 a plate is always read as
+    #: its most probable plate-shaped string, and its text score says how sure that is.
+    crop_repair_min_score: float | None = Field(0.0, ge=0, le=1)
     #: A detected plate is read from each of these cuts, ``(left, top, right, bottom)``
     #: margins in fractions of the plate's width and height (negative: cut in), and the
     #: slot probabilities are averaged: a second, wider cut makes up for corners set a

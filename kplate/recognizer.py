@@ -161,7 +161,7 @@ class Recognizer:
         probs = self._slot_probs(crops)
         probs = probs.reshape(len(owners), len(rc.cuts), *probs.shape[1:]).mean(1)
         results: list[list[Plate]] = [[] for _ in arrays]
-        for (i, d), r in zip(owners, self._decode(probs)):
+        for (i, d), r in zip(owners, self._decode(probs, rc.repair_min_score)):
             if self._accept(r):
                 results[i].append(Plate.from_parts(d, r))
         return results
@@ -262,18 +262,19 @@ class Recognizer:
 
     def read(self, crops: Sequence[ImageInput]) -> list[Reading]:
         """Read plate crops (each image is taken as the whole plate), resampled to the
-        reader's input size as detections are (:meth:`rectify`)."""
+        reader's input size as detections are (:meth:`rectify`). Readings that do not spell a
+        plate are repaired down to ``reader.crop_repair_min_score``, not the scenes' floor."""
         rc = self.config.reader
         arrays = [to_rgb_array(c) for c in crops]
         sized = [
             a if a.shape[:2] == (rc.height, rc.width) else self.rectify(a, _whole(a))
             for a in arrays
         ]
-        return self._decode(self._slot_probs(sized))
+        return self._decode(self._slot_probs(sized), rc.crop_repair_min_score)
 
-    def _decode(self, probs: np.ndarray) -> list[Reading]:
-        """Readings of slot probabilities ``(n, max_len, classes)``."""
-        floor = self.config.reader.repair_min_score
+    def _decode(self, probs: np.ndarray, floor: float | None) -> list[Reading]:
+        """Readings of slot probabilities ``(n, max_len, classes)``, repaired down to
+        ``floor`` (:func:`kplate.targets.decode_reading`)."""
         out = []
         for p in probs:
             text, score = targets.decode_reading(p, self.alphabet, floor)

@@ -1,7 +1,8 @@
 """Sweep the engine's inference settings on a labelled folder (held-out synthetic data).
 
-For each detection threshold, reading-repair floor (``reader.repair_min_score``, ``none``
-for off) and text-score floor (``reader.min_text_score``) it prints the ``kplate eval``
+For each detection threshold, reading-repair floor of detected plates
+(``reader.repair_min_score``, ``none`` for off; crops keep ``reader.crop_repair_min_score``)
+and text-score floor (``reader.min_text_score``) it prints the ``kplate eval``
 overall figures, so the shipped settings are chosen on data the models never trained on
 (never on ``../shared/real-dev``). The detector runs once per image, at the lowest
 threshold: greedy NMS keeps the same boxes above any higher threshold, and the second look

@@ -103,6 +103,22 @@ def test_reader_reads_every_committed_crop_exactly(recognizer: Recognizer) -> No
     assert got == want
 
 
+def test_read_gives_a_crop_its_best_plate_string_with_the_score_to_judge_it(
+    recognizer: Recognizer,
+) -> None:
+    """A crop is said to be a plate, so even a blank one is read as the most probable
+    plate-shaped string, with a text score that says it is a guess; without the crop floor
+    (``null``) the reader reads it as nothing, as it reads a false detection."""
+    blank = np.full((60, 200, 3), 128, np.uint8)
+    (guess,) = recognizer.read([blank])
+    assert plates.parse(guess.text) is not None and guess.score < 0.05
+    off = recognizer.reconfigured(reader={"crop_repair_min_score": None})
+    assert off.read([blank])[0].text == ""
+    # plates read well are not touched
+    got, want = _crop_readings(off)
+    assert got == want
+
+
 def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="not found"):
         Recognizer.load(tmp_path, device="cpu")
