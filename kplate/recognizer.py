@@ -20,6 +20,7 @@ from kplate.imageio import ImageInput, to_rgb_array
 from kplate.models.detector import STRIDE, PlateDetector
 from kplate.models.layers import fold_batchnorm
 from kplate.models.reader import PlateReader
+from kplate.plate_color import has_color, plate_color
 from kplate.plates import COLORS, LAYOUTS
 from kplate.result import Detection, Plate, Point, Reading
 
@@ -150,14 +151,19 @@ class Recognizer:
         self, arrays: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]]
     ) -> list[list[Plate]]:
         """Rectify and read the ``detections`` of each RGB array (from :meth:`detect`); keep
-        the plates read as a plate-shaped string. One list of plates per array."""
+        the plates read as a plate-shaped string. A plate's colour is read from the pixels of
+        its first cut (:func:`kplate.plate_color.plate_color`); the detector's colour stands
+        in a greyscale photo. One list of plates per array."""
         rc = self.config.reader
         crops, owners = [], []
         for i, (img, dets) in enumerate(zip(arrays, detections)):
+            colored = bool(dets) and has_color(img)
             for d in dets:
                 q = np.asarray(d.corners)
-                crops += [self.rectify(img, targets.expand_quad(q, c)) for c in rc.cuts]
-                owners.append((i, d))
+                cuts = [self.rectify(img, targets.expand_quad(q, c)) for c in rc.cuts]
+                crops += cuts
+                color = plate_color(cuts[0], d.color) if colored else d.color
+                owners.append((i, dataclasses.replace(d, color=color)))
         probs = self._slot_probs(crops)
         probs = probs.reshape(len(owners), len(rc.cuts), *probs.shape[1:]).mean(1)
         results: list[list[Plate]] = [[] for _ in arrays]

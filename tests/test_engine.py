@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -59,6 +60,25 @@ def test_recognize_reads_every_committed_scene_exactly(recognizer: Recognizer) -
     (first reached by the two-look reader; the one-look reader read 5 of the 6)."""
     for name, found in zip(SCENES, _scene_results(recognizer)):
         assert sorted(p.text for p in found) == _truth(name), name
+        colors = {r["text"]: r["color"] for r in LABELS if r["file"] == name}
+        assert {p.text: p.color for p in found} == colors, name
+
+
+def test_a_plate_colour_is_read_from_its_pixels_unless_the_photo_is_grey(
+    recognizer: Recognizer,
+) -> None:
+    """The white sample plate stays white whatever colour its detection says; in a greyscale
+    copy of the photo the detection's colour stands."""
+    (row,) = [r for r in LABELS if r["file"] == SCENES[1]]
+    assert row["color"] == "white"
+    image = np.asarray(Image.open(SAMPLES / row["file"]).convert("RGB"))
+    grey = np.repeat(image.mean(2, keepdims=True).astype(np.uint8), 3, axis=2)
+    for color in ("white", "blue", "green"):
+        (det,) = [dataclasses.replace(d, color=color) for d in recognizer.detect([image])[0]]
+        (plate,) = recognizer.read_detections([image], [[det]])[0]
+        assert (plate.text, plate.color) == (row["text"], "white"), color
+        (plate,) = recognizer.read_detections([grey], [[det]])[0]
+        assert plate.color == color
 
 
 def test_recognize_accepts_arrays_bytes_and_mixed_sizes(recognizer: Recognizer) -> None:
