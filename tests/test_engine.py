@@ -73,8 +73,9 @@ def test_a_plate_colour_is_read_from_its_pixels_unless_the_photo_is_grey(
     assert row["color"] == "white"
     image = np.asarray(Image.open(SAMPLES / row["file"]).convert("RGB"))
     grey = np.repeat(image.mean(2, keepdims=True).astype(np.uint8), 3, axis=2)
+    (found,) = recognizer.detect([image])
     for color in ("white", "blue", "green"):
-        (det,) = [dataclasses.replace(d, color=color) for d in recognizer.detect([image])[0]]
+        (det,) = [dataclasses.replace(d, color=color) for d in found]
         (plate,) = recognizer.read_detections([image], [[det]])[0]
         assert (plate.text, plate.color) == (row["text"], "white"), color
         (plate,) = recognizer.read_detections([grey], [[det]])[0]
