@@ -74,6 +74,16 @@ def decode_slots(probs: np.ndarray, alphabet: str) -> tuple[str, float]:
     return "".join(chars), conf
 
 
+def spells_plate(text: str) -> bool:
+    """True when ``text`` is in the language :func:`decode_plate_slots` searches: plate
+    shaped, with a region of :data:`~kplate.plates.REGIONS` (or none) and a use syllable of
+    :data:`~kplate.plates.ALL_USE_CHARS`."""
+    p = parse(text)
+    return (
+        p is not None and (p.region is None or p.region in REGIONS) and p.use_char in ALL_USE_CHARS
+    )
+
+
 def decode_plate_slots(
     probs: np.ndarray,
     alphabet: str,
@@ -123,11 +133,12 @@ def decode_reading(
     probs: np.ndarray, alphabet: str, repair_min_score: float | None
 ) -> tuple[str, float]:
     """The reader's text and confidence: the best character of each slot
-    (:func:`decode_slots`), or, when those do not spell a plate, the most probable
-    plate-shaped string (:func:`decode_plate_slots`) if its confidence is at least
-    ``repair_min_score`` (``None``: never repaired)."""
+    (:func:`decode_slots`), or, when those do not spell a plate of known region and use
+    syllable (:func:`spells_plate`), the most probable such string
+    (:func:`decode_plate_slots`) if its confidence is at least ``repair_min_score``
+    (``None``: never repaired)."""
     text, score = decode_slots(probs, alphabet)
-    if repair_min_score is None or parse(text) is not None:
+    if repair_min_score is None or spells_plate(text):
         return text, score
     repaired = decode_plate_slots(probs, alphabet, REGIONS, ALL_USE_CHARS)
     if repaired is None or repaired[1] < repair_min_score:

@@ -81,6 +81,32 @@ def test_reading_is_repaired_only_when_malformed_and_confident_enough() -> None:
     assert targets.decode_reading(sure, ALPHABET, 0.0) == ("12가3456", pytest.approx(0.9))
 
 
+@pytest.mark.parametrize(
+    ("text", "spells"),
+    [
+        ("12가3456", True),
+        ("서울12가3456", True),
+        ("123리4567", True),  # an older syllable the reader knows
+        ("세울12가3456", False),  # plate shaped, but no such region
+        ("12햏3456", False),  # no such use syllable
+        ("12가345", False),
+        ("", False),
+    ],
+)
+def test_spells_plate_is_the_language_the_repair_searches(text: str, spells: bool) -> None:
+    assert targets.spells_plate(text) is spells
+
+
+def test_a_reading_with_an_unknown_region_is_repaired_to_a_known_one() -> None:
+    # slot by slot "세울31머2321": plate shaped, but 세울 is no region; 서울 is the best one
+    rows = [{"세": 0.5, "서": 0.45}, {"울": 0.9}] + [{c: 0.9} for c in "31머2321"]
+    probs = _slot_probs(rows)
+    assert targets.decode_slots(probs, ALPHABET)[0] == "세울31머2321"
+    assert targets.decode_reading(probs, ALPHABET, 0.2) == ("서울31머2321", pytest.approx(0.45))
+    assert targets.decode_reading(probs, ALPHABET, 0.5)[0] == "세울31머2321"  # floor not met
+    assert targets.decode_reading(probs, ALPHABET, None)[0] == "세울31머2321"
+
+
 def test_plate_decode_reads_regions_as_whole_names() -> None:
     # slot by slot the best is "서주" (not a region); the best region pair is "서울"
     rows = [{"서": 0.9, "제": 0.1}, {"주": 0.5, "울": 0.45}] + [{c: 0.9} for c in "12가3456"]
