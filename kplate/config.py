@@ -79,9 +79,15 @@ class ReaderConfig(_Strict):
     #: A detected plate is read from each of these cuts, ``(left, top, right, bottom)``
     #: margins in fractions of the plate's width and height (negative: cut in), and the
     #: slot probabilities are averaged: a second, wider cut makes up for corners set a
-    #: little inside the plate. Crops given to :meth:`Recognizer.read` are read whole, once.
+    #: little inside the plate.
     cuts: tuple[tuple[float, float, float, float], ...] = Field(
         ((0.0, 0.0, 0.0, 0.0), (0.04, 0.07, 0.04, 0.07)), min_length=1
+    )
+    #: The same for crops given to :meth:`Recognizer.read`, as margins of the whole crop:
+    #: by default as given and shifted 2% of its width either way, since a crop's edges
+    #: are where someone else put them.
+    crop_cuts: tuple[tuple[float, float, float, float], ...] = Field(
+        ((0.0, 0.0, 0.0, 0.0), (0.02, 0.0, -0.02, 0.0), (-0.02, 0.0, 0.02, 0.0)), min_length=1
     )
 
     @cached_property

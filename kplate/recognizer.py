@@ -159,13 +159,11 @@ class Recognizer:
         for i, (img, dets) in enumerate(zip(arrays, detections)):
             colored = bool(dets) and has_color(img)
             for d in dets:
-                q = np.asarray(d.corners)
-                cuts = [self.rectify(img, targets.expand_quad(q, c)) for c in rc.cuts]
+                cuts = self._cuts(img, np.asarray(d.corners), rc.cuts)
                 crops += cuts
                 color = plate_color(cuts[0], d.color) if colored else d.color
                 owners.append((i, dataclasses.replace(d, color=color)))
-        probs = self._slot_probs(crops)
-        probs = probs.reshape(len(owners), len(rc.cuts), *probs.shape[1:]).mean(1)
+        probs = self._cut_probs(crops, len(rc.cuts))
         results: list[list[Plate]] = [[] for _ in arrays]
         for (i, d), r in zip(owners, self._decode(probs, rc.repair_min_score)):
             if self._accept(r):
@@ -267,16 +265,28 @@ class Recognizer:
         return out
 
     def read(self, crops: Sequence[ImageInput]) -> list[Reading]:
-        """Read plate crops (each image is taken as the whole plate), resampled to the
-        reader's input size as detections are (:meth:`rectify`). Readings that do not spell a
-        plate are repaired down to ``reader.crop_repair_min_score``, not the scenes' floor."""
+        """Read plate crops (each image is taken as the whole plate) from the cuts
+        ``reader.crop_cuts`` of each, resampled to the reader's input size as detections are
+        (:meth:`rectify`). Readings that do not spell a plate are repaired down to
+        ``reader.crop_repair_min_score``, not the scenes' floor."""
         rc = self.config.reader
-        arrays = [to_rgb_array(c) for c in crops]
-        sized = [
-            a if a.shape[:2] == (rc.height, rc.width) else self.rectify(a, _whole(a))
-            for a in arrays
-        ]
-        return self._decode(self._slot_probs(sized), rc.crop_repair_min_score)
+        cuts = []
+        for c in crops:
+            a = to_rgb_array(c)
+            cuts += self._cuts(a, _whole(a), rc.crop_cuts)
+        return self._decode(self._cut_probs(cuts, len(rc.crop_cuts)), rc.crop_repair_min_score)
+
+    def _cuts(
+        self, image: np.ndarray, quad: np.ndarray, margins: Sequence[Sequence[float]]
+    ) -> list[np.ndarray]:
+        """The cuts of plate ``quad`` of ``image`` with each of ``margins``, rectified."""
+        return [self.rectify(image, targets.expand_quad(quad, m)) for m in margins]
+
+    def _cut_probs(self, cuts: Sequence[np.ndarray], per_plate: int) -> np.ndarray:
+        """Slot probabilities ``(plates, max_len, classes)``, each plate's averaged over its
+        ``per_plate`` consecutive ``cuts``."""
+        probs = self._slot_probs(cuts)
+        return probs.reshape(-1, per_plate, *probs.shape[1:]).mean(1)
 
     def _decode(self, probs: np.ndarray, floor: float | None) -> list[Reading]:
         """Readings of slot probabilities ``(n, max_len, classes)``, repaired down to

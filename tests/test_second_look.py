@@ -88,6 +88,21 @@ def test_readings_average_the_cuts(recognizer: Recognizer) -> None:
     assert [p.text for p in narrow.read_detections([SCENE], dets)[0]] != [p.text for p in a]
 
 
+def test_crops_are_read_from_their_cuts(recognizer: Recognizer) -> None:
+    (det,) = recognizer.detect([SCENE])[0]
+    crop = recognizer.rectify(SCENE, np.asarray(det.corners))
+    one = recognizer.reconfigured(reader={"crop_cuts": ((0.0, 0.0, 0.0, 0.0),)})
+    twice = recognizer.reconfigured(reader={"crop_cuts": ((0.0, 0.0, 0.0, 0.0),) * 2})
+    (a,), (b,) = one.read([crop]), twice.read([crop])
+    assert a.text == b.text and a.score == pytest.approx(b.score, abs=1e-5)
+    # a cut of the crop's middle fifth is what is read, not the whole crop
+    narrow = recognizer.reconfigured(reader={"crop_cuts": ((-0.4, -0.2, -0.4, -0.2),)})
+    assert narrow.read([crop])[0].text != a.text
+    # the default shifted cuts change the score, not this clear plate's text
+    (c,) = recognizer.read([crop])
+    assert c.text == a.text and c.score != pytest.approx(a.score, abs=1e-6)
+
+
 def test_nothing_to_read_reads_nothing(recognizer: Recognizer) -> None:
     assert recognizer.read([]) == []
     assert recognizer.read_detections([SCENE], [[]]) == [[]]
@@ -123,3 +138,5 @@ def test_config_checks_second_look_settings() -> None:
         DetectorConfig(refine_canvas=(100, 96))
     with pytest.raises(ValueError):
         ReaderConfig(cuts=())
+    with pytest.raises(ValueError):
+        ReaderConfig(crop_cuts=())
