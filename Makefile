@@ -87,9 +87,16 @@ data/heldout-crops/labels.jsonl: $(SYNTH_SRC) | $(STAMP)
 	rm -rf data/heldout-crops
 	$(VENV)/bin/kplate synth --out data/heldout-crops --kind crops --count 2000 --seed 778
 
-eval: data/heldout-scenes/labels.jsonl data/heldout-crops/labels.jsonl | $(STAMP) ## accuracy on held-out synthetic data and, when present, the real-dev photos
+data/heldout-loose-crops/labels.jsonl: $(SYNTH_SRC) | $(STAMP)
+	rm -rf data/heldout-loose-crops
+	$(VENV)/bin/kplate synth --out data/heldout-loose-crops --kind loose-crops --count 2000 --seed 783
+
+HELDOUT := data/heldout-scenes/labels.jsonl data/heldout-crops/labels.jsonl data/heldout-loose-crops/labels.jsonl
+
+eval: $(HELDOUT) | $(STAMP) ## accuracy on held-out synthetic data and, when present, the real-dev photos
 	$(VENV)/bin/kplate eval data/heldout-scenes --out runs/eval/heldout-scenes
 	$(VENV)/bin/kplate eval data/heldout-crops --out runs/eval/heldout-crops
+	$(VENV)/bin/kplate eval data/heldout-loose-crops --out runs/eval/heldout-loose-crops
 	if [ -f $(REAL_DEV)/labels.jsonl ]; then $(VENV)/bin/kplate eval $(REAL_DEV) --out runs/eval/real-dev; \
 	else echo "no $(REAL_DEV): skipping the real photos"; fi
 

@@ -79,7 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--count", type=_positive_int, default=100, help="number of images (default 100)"
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
-    p.add_argument("--kind", choices=("scenes", "crops"), default="scenes")
+    p.add_argument(
+        "--kind",
+        choices=("scenes", "crops", "loose-crops"),
+        default="scenes",
+        help="scenes; crops rectified as the detector cuts them; loose-crops cut as upright "
+        "boxes around tilted plates, as people crop them",
+    )
     p.add_argument(
         "--size", type=_size, default=(640, 640), help="scene size WxH (default 640x640)"
     )

@@ -290,11 +290,11 @@ def test_train_rejects_bad_options(tmp_path: Path) -> None:
 
 
 def test_non_plate_cuts_are_spread_evenly() -> None:
-    from kplate.train.data import is_non_plate
+    from kplate.train.data import in_share
 
-    picks = [i for i in range(1000) if is_non_plate(i, 0.04)]
+    picks = [i for i in range(1000) if in_share(i, 0.04)]
     assert len(picks) == 40 and max(np.diff(picks)) == 25
-    assert not any(is_non_plate(i, 0.0) for i in range(1000))
+    assert not any(in_share(i, 0.0) for i in range(1000))
 
 
 def test_reader_training_crops_hold_empty_labels_validation_crops_none() -> None:
@@ -312,3 +312,17 @@ def test_reader_training_crops_hold_empty_labels_validation_crops_none() -> None
     assert isinstance(val, CropDataset) and all(val.texts)
     with pytest.raises(ValueError, match="non_plate_share"):
         CropDataset(0, 1, cfg.reader, workers=1, progress=False, non_plate_share=1.0)
+    with pytest.raises(ValueError, match="loose_share"):
+        CropDataset(0, 1, cfg.reader, workers=1, progress=False, loose_share=-0.1)
+
+
+def test_reader_training_crops_include_loose_ones() -> None:
+    from kplate.config import EngineConfig
+    from kplate.synth import render_crop
+    from kplate.train.data import CropDataset
+
+    cfg = EngineConfig()
+    data = CropDataset(0, 8, cfg.reader, workers=1, progress=False, loose_share=0.25)
+    loose = [render_crop(0, i, (160, 64), loose=True).image for i in (3, 7)]
+    assert np.array_equal(data.images[[3, 7]], np.stack(loose))
+    assert np.array_equal(data.images[0], render_crop(0, 0, (160, 64)).image)

@@ -80,6 +80,27 @@ def test_crop_labels() -> None:
     assert label.corners == ((0.0, 0.0), (160.0, 0.0), (160.0, 64.0), (0.0, 64.0))
 
 
+def test_loose_crops_are_upright_boxes_around_tilted_plates() -> None:
+    a, b = render_crop(3, 1, loose=True), render_crop(3, 1, loose=True)
+    assert np.array_equal(a.image, b.image) and a.plates == b.plates
+    # a stream of its own: the rectified crop of the same seed and index is another plate
+    assert a.plates[0].text != render_crop(3, 1).plates[0].text
+    tilts, fills = [], []
+    for i in range(40):
+        s = render_crop(5, i, (160, 64), loose=True)
+        assert s.image.shape == (64, 160, 3)
+        (label,) = s.plates
+        assert plates.parse(label.text.text) is not None
+        c = np.array(label.corners)
+        # the plate is in the box, give or take the corner jitter that cut into it
+        assert (c >= [-0.2 * 160, -0.3 * 64]).all() and (c <= [1.2 * 160, 1.3 * 64]).all()
+        tilts.append(abs(np.degrees(np.arctan2(c[1, 1] - c[0, 1], c[1, 0] - c[0, 0]))))
+        x0, y0, x1, y1 = label.box
+        fills.append((x1 - x0) * (y1 - y0) / (160 * 64))
+    assert np.median(tilts) > 1 and max(tilts) > 8  # seen tilted, as photographed by hand
+    assert np.median(fills) < 1  # the box shows what is around the plate
+
+
 def test_natural_size_crops_keep_readable_widths() -> None:
     from kplate.synth.scene import CROP_MAX_W, CROP_MIN_W
 
@@ -261,26 +282,17 @@ def test_synth_cli_end_to_end(tmp_path: Path) -> None:
             assert p is not None and p.serial == r["serial"] and p.use_char == r["use_char"]
             assert r["layout"] in plates.LAYOUTS and r["color"] in plates.COLORS
     assert sheet.stat().st_size > 10_000
-    crops = tmp_path / "crops"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kplate.cli",
-            "synth",
-            "--out",
-            str(crops),
-            "--count",
-            "4",
-            "--kind",
-            "crops",
-            "-q",
-        ],
-        check=True,
-        timeout=300,
-    )
-    rows = [json.loads(line) for line in (crops / "labels.jsonl").read_text().splitlines()]
-    assert len(rows) == 4 and all(r["kind"] == "crop" for r in rows)
+    for kind in ("crops", "loose-crops"):
+        crops = tmp_path / kind
+        subprocess.run(
+            [sys.executable, "-m", "kplate.cli", "synth", "--out", str(crops), "--count", "4",
+             "--kind", kind, "-q"],
+            check=True,
+            timeout=300,
+        )  # fmt: skip
+        rows = [json.loads(line) for line in (crops / "labels.jsonl").read_text().splitlines()]
+        assert len(rows) == 4 and all(r["kind"] == "crop" for r in rows)
+        assert (crops / rows[0]["file"]).is_file()
 
 
 def test_synth_cli_rejects_bad_options(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from kplate.synth.scene import Sample, render_crop, render_scene
 
 log = logging.getLogger(__name__)
 
-KINDS = ("scenes", "crops")
+KINDS = ("scenes", "crops", "loose-crops")
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,11 @@ class SynthJob:
 
 
 def render(kind: str, seed: int, index: int, size: tuple[int, int] = (640, 640)) -> Sample:
-    """Render sample ``index`` of ``kind`` (``scenes`` at ``size``; ``crops`` at natural size)."""
+    """Render sample ``index`` of ``kind`` (``scenes`` at ``size``; ``crops`` and
+    ``loose-crops`` at natural size)."""
     if kind == "scenes":
         return render_scene(seed, index, size[0], size[1])
-    return render_crop(seed, index)
+    return render_crop(seed, index, loose=kind == "loose-crops")
 
 
 def _encode(job: SynthJob, index: int) -> tuple[int, bytes, list[dict[str, Any]]]:

@@ -71,7 +71,7 @@ class Sample:
 
 
 #: One random stream per kind of sample, so that adding a kind leaves the others' pixels alone.
-_STREAMS = {"scenes": 0, "crops": 1, "non-plates": 2}
+_STREAMS = {"scenes": 0, "crops": 1, "non-plates": 2, "loose-crops": 3}
 
 
 def sample_rng(seed: int, index: int, kind: str) -> np.random.Generator:
@@ -526,23 +526,31 @@ def _degrade_crop(rng: np.random.Generator, canvas: np.ndarray, target_w: float)
     return effects.degrade(rng, canvas, strength=0.8, blur_scale=min(1.0, target_w / 150))
 
 
-def render_crop(seed: int, index: int, size: tuple[int, int] | None = None) -> Sample:
+def render_crop(
+    seed: int, index: int, size: tuple[int, int] | None = None, loose: bool = False
+) -> Sample:
     """Render a rectified plate crop, as the reader sees one after detection.
 
     The plate is placed in perspective on a small scene, degraded, then warped back with
     jittered corners (detector error, crop margins). ``size=(w, h)`` fixes the output size;
     by default the crop keeps the plate's aspect at a random resolution.
+
+    ``loose``: cut instead as people and other tools crop plates, the upright box around the
+    jittered corners, so the plate keeps its tilt (seen by a hand-held camera: more roll than
+    a rectified crop's) and the box's corners show what is around it; by default at the
+    box's own aspect. Drawn from a random stream of its own, so the
+    rectified crops of a seed stay as they were.
     """
-    rng = sample_rng(seed, index, "crops")
+    rng = sample_rng(seed, index, "loose-crops" if loose else "crops")
     style = pick_style(rng)
     plate_text = text_for(rng, style)
     target_w = _crop_plate_width(rng)
     aspect = style.size_mm[1] / style.size_mm[0]
     cw = int(target_w * 1.7) + 8
-    ch = int(target_w * aspect * 2.2) + 8
+    ch = int(target_w * aspect * 2.2) + 8 + (int(target_w * 0.6) if loose else 0)  # loose: roll
     canvas = backgrounds.background(rng, cw, ch, photo_share=0.5)
     protect = np.zeros((ch, cw), np.uint8)
-    view = _crop_view(rng)
+    view = _view(rng, max_yaw=35, max_pitch=15, max_roll=15) if loose else _crop_view(rng)
     corners = _place(
         rng,
         canvas,
@@ -563,11 +571,26 @@ def render_crop(seed: int, index: int, size: tuple[int, int] | None = None) -> S
         canvas = effects.glare(rng, canvas, (float(c[0]), float(c[1])), target_w * 0.4)
     canvas = _degrade_crop(rng, canvas, target_w)
     quad = jitter_corners(rng, np.array(corners))
+    if loose:
+        (x0, y0), (x1, y1) = quad.min(0), quad.max(0)
+        quad = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+        if size is None:
+            h = _crop_size(rng, target_w, aspect, None)[1]
+            size = (max(16, round(h * (x1 - x0) / (y1 - y0))), h)
     size = _crop_size(rng, target_w, aspect, size)
     crop = rectify(canvas, quad, size)
     w, h = size
-    full = ((0.0, 0.0), (float(w), 0.0), (float(w), float(h)), (0.0, float(h)))
-    label = PlateLabel(plate_text, style.layout, style.color, style.name, full)
+    plate_corners: Corners = ((0.0, 0.0), (float(w), 0.0), (float(w), float(h)), (0.0, float(h)))
+    if loose:  # where the plate is in the box
+        scale = np.array([w / (quad[1, 0] - quad[0, 0]), h / (quad[3, 1] - quad[0, 1])])
+        a = ((np.array(corners) - quad[0]) * scale).tolist()
+        plate_corners = (
+            (a[0][0], a[0][1]),
+            (a[1][0], a[1][1]),
+            (a[2][0], a[2][1]),
+            (a[3][0], a[3][1]),
+        )
+    label = PlateLabel(plate_text, style.layout, style.color, style.name, plate_corners)
     return Sample(image=crop, plates=(label,))
 
 

@@ -39,9 +39,10 @@ class _SceneTask:
         )
 
 
-def is_non_plate(index: int, share: float) -> bool:
-    """Whether crop ``index`` of a set with ``share`` non-plate cuts is one: spread evenly, so
-    any run of ``n`` indices holds ``n * share`` of them, give or take one."""
+def in_share(index: int, share: float) -> bool:
+    """Whether sample ``index`` is one of a ``share`` of a set's samples (non-plate cuts,
+    loose crops), spread evenly: any run of ``n`` indices holds ``n * share`` of them, give or
+    take one."""
     return int((index + 1) * share) > int(index * share)
 
 
@@ -50,11 +51,12 @@ class _CropTask:
     seed: int
     size: tuple[int, int]
     non_plate_share: float = 0.0
+    loose_share: float = 0.0
 
     def __call__(self, index: int) -> tuple[np.ndarray, str]:
-        if is_non_plate(index, self.non_plate_share):
+        if in_share(index, self.non_plate_share):
             return render_non_plate(self.seed, index, self.size).image, ""
-        s = render_crop(self.seed, index, self.size)
+        s = render_crop(self.seed, index, self.size, loose=in_share(index, self.loose_share))
         return s.image, s.plates[0].text.text
 
 
@@ -141,6 +143,8 @@ class CropDataset(Dataset):
 
     ``non_plate_share`` of the samples are cuts where there is no plate, labelled as empty
     text (every slot padding), so that the reader learns to read a false detection as nothing.
+    ``loose_share`` of the samples are, unless non-plate cuts, loose crops (upright boxes
+    around tilted plates, :func:`~kplate.synth.scene.render_crop`), as people crop plates.
     """
 
     def __init__(
@@ -152,11 +156,13 @@ class CropDataset(Dataset):
         progress: bool = True,
         augment: bool = True,
         non_plate_share: float = 0.0,
+        loose_share: float = 0.0,
     ) -> None:
-        if not 0.0 <= non_plate_share < 1.0:
-            raise ValueError(f"non_plate_share must be in [0, 1), got {non_plate_share}")
+        for name, share in (("non_plate_share", non_plate_share), ("loose_share", loose_share)):
+            if not 0.0 <= share < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {share}")
         self.images, self.texts = _render(
-            _CropTask(seed, (cfg.width, cfg.height), non_plate_share),
+            _CropTask(seed, (cfg.width, cfg.height), non_plate_share, loose_share),
             count,
             (cfg.height, cfg.width),
             f"render crops (seed {seed})",
