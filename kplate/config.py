@@ -48,12 +48,20 @@ class DetectorConfig(_Strict):
     #: A confirmed detection's corners: this share of the second look's plus the rest of
     #: the first look's (1: the second look's alone).
     refine_blend: float = Field(0.5, ge=0, le=1)
+    #: The same look for crops given to :meth:`Recognizer.read`, which are often loose
+    #: (an upright box around a tilted plate): the plate is looked for in the whole crop,
+    #: zoomed to ``crop_refine_width`` px on ``crop_refine_canvas``, and the crop's cuts move
+    #: ``crop_refine_blend`` of the way to the corners found (a crop where none is found is
+    #: read as given). ``null``: crops are read as given.
+    crop_refine_width: int | None = Field(96, ge=16)
+    crop_refine_canvas: tuple[int, int] = (192, 160)
+    crop_refine_blend: float = Field(0.5, ge=0, le=1)
 
-    @field_validator("refine_canvas")
+    @field_validator("refine_canvas", "crop_refine_canvas")
     @classmethod
     def _canvas_fits_stride(cls, v: tuple[int, int]) -> tuple[int, int]:
         if any(d < 32 or d % 32 for d in v):
-            raise ValueError(f"refine_canvas sides must be multiples of 32, got {v}")
+            raise ValueError(f"canvas sides must be multiples of 32, got {v}")
         return v
 
 

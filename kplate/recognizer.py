@@ -205,12 +205,37 @@ class Recognizer:
         cfg = self.config.detector
         if cfg.refine_width is None:
             return [list(dets) for dets in detections]
+        quads = [[np.asarray(d.corners) for d in dets] for dets in detections]
+        found = self._look_again(images, quads, cfg.refine_width, cfg.refine_canvas)
+        out: list[list[Detection]] = []
+        for dets, firsts, seconds in zip(detections, quads, found):
+            kept = []
+            for d, first, second in zip(dets, firsts, seconds):
+                if second is not None:
+                    q = (1 - cfg.refine_blend) * first + cfg.refine_blend * second
+                    kept.append(dataclasses.replace(d, corners=_corners(q)))
+                elif not cfg.refine_drop:
+                    kept.append(d)
+            out.append(kept)
+        return out
+
+    def _look_again(
+        self,
+        images: Sequence[np.ndarray],
+        quads: Sequence[Sequence[np.ndarray]],
+        width: int,
+        canvas: tuple[int, int],
+    ) -> list[list[np.ndarray | None]]:
+        """Detect again around each of ``quads`` of each image, zoomed so the quad is
+        ``width`` px wide on a ``canvas``: the quad found there, in image pixels, or ``None``
+        where no peak of ``refine_min_score`` lies within box IoU :data:`REFINE_MIN_IOU`."""
+        cfg = self.config.detector
         jobs = [
-            (i, k, targets.zoom_window(np.asarray(d.corners), cfg.refine_width, cfg.refine_canvas))
-            for i, dets in enumerate(detections)
-            for k, d in enumerate(dets)
+            (i, k, targets.zoom_window(q, width, canvas))
+            for i, qs in enumerate(quads)
+            for k, q in enumerate(qs)
         ]
-        found: dict[tuple[int, int], np.ndarray | None] = {}
+        out: list[list[np.ndarray | None]] = [[None] * len(qs) for qs in quads]
         for start in range(0, len(jobs), REFINE_BATCH):
             chunk = jobs[start : start + REFINE_BATCH]
             batch = self._batch([targets.cut_window(images[i], w) for i, _, w in chunk])
@@ -220,23 +245,11 @@ class Recognizer:
                 peaks = targets.decode_detections(
                     r, STRIDE, cfg.refine_min_score, cfg.nms_iou, cfg.max_plates
                 )
-                first = np.asarray(detections[i][k].corners)
-                hit = targets.match([w.to_canvas(first)], [q for q, *_ in peaks], REFINE_MIN_IOU)[0]
-                if hit < 0:
-                    found[i, k] = None
-                    continue
-                second = targets.order_quad(w.to_image(peaks[hit][0]))
-                found[i, k] = (1 - cfg.refine_blend) * first + cfg.refine_blend * second
-        out: list[list[Detection]] = []
-        for i, dets in enumerate(detections):
-            kept = []
-            for k, d in enumerate(dets):
-                q = found[i, k]
-                if q is not None:
-                    kept.append(dataclasses.replace(d, corners=_corners(q)))
-                elif not cfg.refine_drop:
-                    kept.append(d)
-            out.append(kept)
+                hit = targets.match(
+                    [w.to_canvas(quads[i][k])], [q for q, *_ in peaks], REFINE_MIN_IOU
+                )
+                if hit[0] >= 0:
+                    out[i][k] = targets.order_quad(w.to_image(peaks[hit[0]][0]))
         return out
 
     def _detect_at(
@@ -265,15 +278,26 @@ class Recognizer:
         return out
 
     def read(self, crops: Sequence[ImageInput]) -> list[Reading]:
-        """Read plate crops (each image is taken as the whole plate) from the cuts
-        ``reader.crop_cuts`` of each, resampled to the reader's input size as detections are
-        (:meth:`rectify`). Readings that do not spell a plate are repaired down to
-        ``reader.crop_repair_min_score``, not the scenes' floor."""
-        rc = self.config.reader
+        """Read plate crops (each image is taken to hold one plate). The plate is first
+        looked for inside the whole crop, as a detection's second look does
+        (``detector.crop_refine_*``), and the crop's corners move toward the ones found; then
+        it is read from the cuts ``reader.crop_cuts`` of that quad, resampled to the reader's
+        input size as detections are (:meth:`rectify`). Readings that do not spell a plate
+        are repaired down to ``reader.crop_repair_min_score``, not the scenes' floor."""
+        rc, dc = self.config.reader, self.config.detector
+        arrays = [to_rgb_array(c) for c in crops]
+        quads = [_whole(a) for a in arrays]
+        if dc.crop_refine_width is not None:
+            found = self._look_again(
+                arrays, [[q] for q in quads], dc.crop_refine_width, dc.crop_refine_canvas
+            )
+            blend = dc.crop_refine_blend
+            quads = [
+                q if f is None else (1 - blend) * q + blend * f for q, (f,) in zip(quads, found)
+            ]
         cuts = []
-        for c in crops:
-            a = to_rgb_array(c)
-            cuts += self._cuts(a, _whole(a), rc.crop_cuts)
+        for a, q in zip(arrays, quads):
+            cuts += self._cuts(a, q, rc.crop_cuts)
         return self._decode(self._cut_probs(cuts, len(rc.crop_cuts)), rc.crop_repair_min_score)
 
     def _cuts(
