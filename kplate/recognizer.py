@@ -206,13 +206,14 @@ class Recognizer:
         if cfg.refine_width is None:
             return [list(dets) for dets in detections]
         quads = [[np.asarray(d.corners) for d in dets] for dets in detections]
-        found = self._look_again(images, quads, cfg.refine_width, cfg.refine_canvas)
+        found = self._look_again(
+            images, quads, cfg.refine_width, cfg.refine_canvas, cfg.refine_blend
+        )
         out: list[list[Detection]] = []
-        for dets, firsts, seconds in zip(detections, quads, found):
+        for dets, moved in zip(detections, found):
             kept = []
-            for d, first, second in zip(dets, firsts, seconds):
-                if second is not None:
-                    q = (1 - cfg.refine_blend) * first + cfg.refine_blend * second
+            for d, q in zip(dets, moved):
+                if q is not None:
                     kept.append(dataclasses.replace(d, corners=_corners(q)))
                 elif not cfg.refine_drop:
                     kept.append(d)
@@ -225,10 +226,12 @@ class Recognizer:
         quads: Sequence[Sequence[np.ndarray]],
         width: int,
         canvas: tuple[int, int],
+        blend: float,
     ) -> list[list[np.ndarray | None]]:
         """Detect again around each of ``quads`` of each image, zoomed so the quad is
-        ``width`` px wide on a ``canvas``: the quad found there, in image pixels, or ``None``
-        where no peak of ``refine_min_score`` lies within box IoU :data:`REFINE_MIN_IOU`."""
+        ``width`` px wide on a ``canvas``: each quad moved ``blend`` of the way to the one
+        found there, in image pixels, or ``None`` where no peak of ``refine_min_score`` lies
+        within box IoU :data:`REFINE_MIN_IOU`."""
         cfg = self.config.detector
         jobs = [
             (i, k, targets.zoom_window(q, width, canvas))
@@ -249,7 +252,8 @@ class Recognizer:
                     [w.to_canvas(quads[i][k])], [q for q, *_ in peaks], REFINE_MIN_IOU
                 )
                 if hit[0] >= 0:
-                    out[i][k] = targets.order_quad(w.to_image(peaks[hit[0]][0]))
+                    found = targets.order_quad(w.to_image(peaks[hit[0]][0]))
+                    out[i][k] = (1 - blend) * quads[i][k] + blend * found
         return out
 
     def _detect_at(
@@ -289,12 +293,13 @@ class Recognizer:
         quads = [_whole(a) for a in arrays]
         if dc.crop_refine_width is not None:
             found = self._look_again(
-                arrays, [[q] for q in quads], dc.crop_refine_width, dc.crop_refine_canvas
+                arrays,
+                [[q] for q in quads],
+                dc.crop_refine_width,
+                dc.crop_refine_canvas,
+                dc.crop_refine_blend,
             )
-            blend = dc.crop_refine_blend
-            quads = [
-                q if f is None else (1 - blend) * q + blend * f for q, (f,) in zip(quads, found)
-            ]
+            quads = [q if f is None else f for q, (f,) in zip(quads, found)]
         cuts = []
         for a, q in zip(arrays, quads):
             cuts += self._cuts(a, q, rc.crop_cuts)
