@@ -419,7 +419,13 @@ def _place(
     a *= (protect[y0:y1, x0:x1] == 0)[..., None]
     region = canvas[y0:y1, x0:x1]
     region[:] = (region * (1 - a) + warped * a).astype(np.uint8)
-    return tuple((float(x), float(y)) for x, y in dst_plate)  # type: ignore[return-value]
+    return _as_corners(dst_plate)
+
+
+def _as_corners(points: np.ndarray) -> Corners:
+    """Four ``(x, y)`` points as a label's corners, plain floats."""
+    a, b, c, d = ((float(x), float(y)) for x, y in points)
+    return a, b, c, d
 
 
 def _occlude(rng: np.random.Generator, img: np.ndarray, corners: Corners) -> None:
@@ -583,13 +589,7 @@ def render_crop(
     plate_corners: Corners = ((0.0, 0.0), (float(w), 0.0), (float(w), float(h)), (0.0, float(h)))
     if loose:  # where the plate is in the box
         scale = np.array([w / (quad[1, 0] - quad[0, 0]), h / (quad[3, 1] - quad[0, 1])])
-        a = ((np.array(corners) - quad[0]) * scale).tolist()
-        plate_corners = (
-            (a[0][0], a[0][1]),
-            (a[1][0], a[1][1]),
-            (a[2][0], a[2][1]),
-            (a[3][0], a[3][1]),
-        )
+        plate_corners = _as_corners((np.array(corners) - quad[0]) * scale)
     label = PlateLabel(plate_text, style.layout, style.color, style.name, plate_corners)
     return Sample(image=crop, plates=(label,))
 
