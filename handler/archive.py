@@ -33,6 +33,9 @@ HANDLER_DIR = REPO_ROOT / "handler"
 HANDLER_MODULES = ("__init__.py", "protocol.py", "settings.py")
 #: Files without which the archive cannot serve.
 REQUIRED_WEIGHTS = ("detector.pt", "reader.pt")
+#: Left out: the served model reads whole photos; the crop reader only reads crops given to
+#: ``Recognizer.read`` (8.6 MB the workers would load for nothing).
+UNSERVED_WEIGHTS = ("crop_reader.pt",)
 DEFAULT_MODEL_NAME = "kplate"
 DEFAULT_VERSION = "1.0"
 
@@ -65,7 +68,7 @@ def stage(staging: Path, package_dir: Path) -> None:
             f"cannot build the .mar: {', '.join(missing)} missing in {weights} "
             "(train the models or fetch the shipped weights first)"
         )
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", *UNSERVED_WEIGHTS)
     shutil.copytree(package_dir, staging / "kplate", ignore=ignore)
     (staging / "handler").mkdir()
     for name in HANDLER_MODULES:

@@ -33,6 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config=args.config,
         progress=not args.quiet,
         workers=args.workers,
+        init=args.init,
     )
     log.info("weights: %s (curves: %s)", weights, args.out / "curves.png")
     return 0
@@ -43,13 +44,16 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, dev: argparse.Argume
     p = sub.add_parser(
         "train",
         parents=[common],
-        help="train the detector or the reader",
+        help="train the detector, the reader or the crop reader",
         description="Train on synthetic data rendered up front; validates on held-out "
-        "synthetic data, checkpoints to OUT/last.ckpt, curves to OUT/curves.png.",
+        "synthetic data, checkpoints to OUT/last.ckpt, curves to OUT/curves.png. "
+        "crop-reader fine-tunes a trained reader (--init) on loose and rectified crops, "
+        "for the crops given to Recognizer.read.",
     )
-    p.add_argument("task", choices=("detector", "reader"))
+    p.add_argument("task", choices=("detector", "reader", "crop-reader"))
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--resume", type=Path, default=None, help="continue from a last.ckpt")
+    p.add_argument("--init", type=Path, default=None, help="start from these weights (a model.pt)")
     p.add_argument(
         "--config", type=Path, default=None, help="engine config YAML (default: shipped)"
     )

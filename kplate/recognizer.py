@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DETECTOR_FILE = "detector.pt"
 READER_FILE = "reader.pt"
+#: Optional: reads the crops given to ``Recognizer.read`` (a reader fine-tuned on crops).
+CROP_READER_FILE = "crop_reader.pt"
 CONFIG_FILE = "engine.yaml"
 #: Images per detector forward pass.
 DETECT_BATCH = 8
@@ -62,6 +64,18 @@ def _load_state(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
     return state
 
 
+def load_weights(model: torch.nn.Module, path: Path, device: torch.device | None = None) -> None:
+    """Load the state_dict saved at ``path`` into ``model``.
+
+    Raises:
+        WeightsError: the file is missing, unreadable or does not fit the model code.
+    """
+    try:
+        model.load_state_dict(_load_state(path, device or torch.device("cpu")))
+    except RuntimeError as exc:
+        raise WeightsError(f"{path} does not match the model code: {exc}") from exc
+
+
 def _padded_shape(image: np.ndarray) -> tuple[int, int]:
     """Height and width rounded up to multiples of 32 (the detector's total stride)."""
     return max(32, -(-image.shape[0] // 32) * 32), max(32, -(-image.shape[1] // 32) * 32)
@@ -85,9 +99,12 @@ class Recognizer:
         reader: PlateReader,
         config: EngineConfig,
         device: torch.device,
+        crop_reader: PlateReader | None = None,
     ) -> None:
         self.detector = detector.eval().to(device)
         self.reader = reader.eval().to(device)
+        #: Reads the crops given to :meth:`read`; the scene reader when there is none.
+        self.crop_reader = self.reader if crop_reader is None else crop_reader.eval().to(device)
         self.config = config
         self.device = device
         self.alphabet = config.reader.alphabet
@@ -96,7 +113,8 @@ class Recognizer:
     def load(
         cls, weights_dir: str | Path | None = None, device: str | torch.device | None = None
     ) -> Recognizer:
-        """Load the detector and reader state_dicts from ``weights_dir`` (default: shipped).
+        """Load the detector and reader state_dicts from ``weights_dir`` (default: shipped),
+        and the crop reader's when the folder has one (else :meth:`read` uses the reader).
 
         The folder's ``engine.yaml``, when present, is the config the weights were trained
         with; otherwise the package default is used.
@@ -110,14 +128,24 @@ class Recognizer:
         cfg_path = wdir / CONFIG_FILE
         config = load_config(cfg_path if cfg_path.is_file() else DEFAULT_CONFIG)
         detector, reader = PlateDetector(config.detector), PlateReader(config.reader)
-        for model, name in ((detector, DETECTOR_FILE), (reader, READER_FILE)):
-            try:
-                model.load_state_dict(_load_state(wdir / name, dev))
-            except RuntimeError as exc:
-                raise WeightsError(f"{wdir / name} does not match the model code: {exc}") from exc
+        models: list[tuple[torch.nn.Module, str]] = [
+            (detector, DETECTOR_FILE),
+            (reader, READER_FILE),
+        ]
+        crop_reader = None
+        if (wdir / CROP_READER_FILE).is_file():
+            crop_reader = PlateReader(config.reader)
+            models.append((crop_reader, CROP_READER_FILE))
+        for model, name in models:
+            load_weights(model, wdir / name, dev)
             fold_batchnorm(model.eval())
-        log.info("loaded kplate weights from %s on %s", wdir, dev)
-        return cls(detector, reader, config, dev)
+        log.info(
+            "loaded kplate weights from %s on %s (%s)",
+            wdir,
+            dev,
+            "crops read by the crop reader" if crop_reader else "no crop reader",
+        )
+        return cls(detector, reader, config, dev, crop_reader)
 
     def reconfigured(
         self,
@@ -131,7 +159,11 @@ class Recognizer:
             pydantic.ValidationError: a field is unknown or a value out of its range.
         """
         return Recognizer(
-            self.detector, self.reader, self.config.updated(detector, reader), self.device
+            self.detector,
+            self.reader,
+            self.config.updated(detector, reader),
+            self.device,
+            self.crop_reader,
         )
 
     # ------------------------------------------------------------ public API
@@ -163,7 +195,7 @@ class Recognizer:
                 crops += cuts
                 color = plate_color(cuts[0], d.color) if colored else d.color
                 owners.append((i, dataclasses.replace(d, color=color)))
-        probs = self._cut_probs(crops, len(rc.cuts))
+        probs = self._cut_probs(self.reader, crops, len(rc.cuts))
         results: list[list[Plate]] = [[] for _ in arrays]
         for (i, d), r in zip(owners, self._decode(probs, rc.repair_min_score)):
             if self._accept(r):
@@ -303,7 +335,8 @@ class Recognizer:
         cuts = []
         for a, q in zip(arrays, quads):
             cuts += self._cuts(a, q, rc.crop_cuts)
-        return self._decode(self._cut_probs(cuts, len(rc.crop_cuts)), rc.crop_repair_min_score)
+        probs = self._cut_probs(self.crop_reader, cuts, len(rc.crop_cuts))
+        return self._decode(probs, rc.crop_repair_min_score)
 
     def _cuts(
         self, image: np.ndarray, quad: np.ndarray, margins: Sequence[Sequence[float]]
@@ -311,10 +344,12 @@ class Recognizer:
         """The cuts of plate ``quad`` of ``image`` with each of ``margins``, rectified."""
         return [self.rectify(image, targets.expand_quad(quad, m)) for m in margins]
 
-    def _cut_probs(self, cuts: Sequence[np.ndarray], per_plate: int) -> np.ndarray:
-        """Slot probabilities ``(plates, max_len, classes)``, each plate's averaged over its
-        ``per_plate`` consecutive ``cuts``."""
-        probs = self._slot_probs(cuts)
+    def _cut_probs(
+        self, reader: torch.nn.Module, cuts: Sequence[np.ndarray], per_plate: int
+    ) -> np.ndarray:
+        """``reader``'s slot probabilities ``(plates, max_len, classes)``, each plate's
+        averaged over its ``per_plate`` consecutive ``cuts``."""
+        probs = self._slot_probs(reader, cuts)
         return probs.reshape(-1, per_plate, *probs.shape[1:]).mean(1)
 
     def _decode(self, probs: np.ndarray, floor: float | None) -> list[Reading]:
@@ -326,8 +361,8 @@ class Recognizer:
             out.append(Reading(text=text, score=score))
         return out
 
-    def _slot_probs(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """The reader's per-slot character probabilities ``(n, max_len, classes)`` for
+    def _slot_probs(self, reader: torch.nn.Module, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """``reader``'s per-slot character probabilities ``(n, max_len, classes)`` for
         crops already at its input size."""
         rc = self.config.reader
         out = [np.zeros((0, rc.max_len, len(self.alphabet)), np.float32)]
@@ -335,7 +370,7 @@ class Recognizer:
             x = torch.from_numpy(np.stack(crops[start : start + READ_BATCH])).to(self.device)
             x = x.permute(0, 3, 1, 2).float().div_(255.0)
             with torch.inference_mode():
-                out.append(torch.softmax(self.reader(x).float(), -1).cpu().numpy())
+                out.append(torch.softmax(reader(x).float(), -1).cpu().numpy())
         return np.concatenate(out)
 
     def rectify(self, image: np.ndarray, corners: np.ndarray) -> np.ndarray:

@@ -140,6 +140,28 @@ def test_read_gives_a_crop_its_best_plate_string_with_the_score_to_judge_it(
     assert got == want
 
 
+def test_crops_are_read_by_the_crop_reader_when_the_weights_have_one(
+    recognizer: Recognizer, tmp_path: Path
+) -> None:
+    """``crop_reader.pt`` next to the weights reads what ``read()`` is given; photos are still
+    read by ``reader.pt``. A crop reader of random weights shows which model read what."""
+    from kplate.models.reader import PlateReader
+    from kplate.recognizer import WEIGHTS_DIR
+
+    for name in ("detector.pt", "reader.pt"):
+        (tmp_path / name).symlink_to(WEIGHTS_DIR / name)
+    torch.manual_seed(0)
+    torch.save(PlateReader(recognizer.config.reader).state_dict(), tmp_path / "crop_reader.pt")
+    other = Recognizer.load(tmp_path, device="cpu")
+    assert other.crop_reader is not other.reader
+    tuned = other.reconfigured(reader={"crop_repair_min_score": None})
+    assert tuned.crop_reader is other.crop_reader
+    got, want = _crop_readings(other)
+    assert got != want  # a random reader cannot read them
+    with_it, without = (_scene_results(r) for r in (other, recognizer))
+    assert [[p.text for p in ps] for ps in with_it] == [[p.text for p in ps] for ps in without]
+
+
 def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="not found"):
         Recognizer.load(tmp_path, device="cpu")
@@ -281,6 +303,41 @@ def test_training_smoke_and_resume(tmp_path: Path) -> None:
                     "--train-count", "16", "--val-count", "8", "--batch-size", "4", "--steps", "2",
                     "--val-every", "2", "--workers", "1", "--threads", "1"], check=True, timeout=600)  # fmt: skip
     assert (tmp_path / "det" / "model.pt").is_file()
+    crop = tmp_path / "crop"
+    subprocess.run([sys.executable, "-m", "kplate.cli", "train", "crop-reader", "--out", str(crop), "-q",
+                    "--init", str(tmp_path / "model.pt"), "--train-count", "16", "--val-count", "8",
+                    "--batch-size", "4", "--steps", "2", "--workers", "1", "--threads", "1"],
+                   check=True, timeout=600)  # fmt: skip
+    assert json.loads((crop / "history.json").read_text())[-1]["step"] == 2
+
+
+def test_crop_reader_starts_from_the_reader_it_is_given(tmp_path: Path) -> None:
+    from kplate.config import EngineConfig
+    from kplate.models.reader import PlateReader
+    from kplate.train.data import CropDataset
+    from kplate.train.tasks import CROP_READER_LOOSE_SHARE, training_setup
+
+    cfg = EngineConfig()
+    torch.manual_seed(3)
+    init = PlateReader(cfg.reader).state_dict()
+    torch.save(init, tmp_path / "reader.pt")
+    model, loader, _ = training_setup(
+        "crop-reader", cfg, 1, 8, 4, workers=1, progress=False, init=tmp_path / "reader.pt"
+    )
+    assert all(torch.equal(v, init[k]) for k, v in model.state_dict().items())
+    assert isinstance(loader.dataset, CropDataset) and 0 < CROP_READER_LOOSE_SHARE < 1
+    assert "" not in loader.dataset.texts  # crops given to read() are plates: no empty labels
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(WeightsError, match="cannot load"):
+        training_setup(
+            "crop-reader", cfg, 1, 8, 4, workers=1, progress=False, init=tmp_path / "bad.pt"
+        )
+
+
+def test_crop_reader_needs_a_reader_to_start_from(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "kplate.cli", "train", "crop-reader", "--out", str(tmp_path)],
+                       check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "--init READER_WEIGHTS" in r.stderr
 
 
 def test_train_rejects_bad_options(tmp_path: Path) -> None:

@@ -105,12 +105,14 @@ def test_stage_copies_package_and_handler_modules(tmp_path: Path) -> None:
     (package / "__pycache__").mkdir()
     (package / "__pycache__" / "x.pyc").write_bytes(b"")
     (package / "__init__.py").write_text("")
-    for name in ("detector.pt", "reader.pt"):
+    for name in ("detector.pt", "reader.pt", "crop_reader.pt"):
         (package / "weights" / name).write_bytes(b"w")
     out = tmp_path / "out"
     out.mkdir()
     stage(out, package)
     assert (out / "kplate" / "weights" / "reader.pt").is_file()
+    # the served model reads photos, never crops: the crop reader stays out of the .mar
+    assert not (out / "kplate" / "weights" / "crop_reader.pt").exists()
     assert not (out / "kplate" / "__pycache__").exists()
     assert sorted(p.name for p in (out / "handler").iterdir()) == sorted(HANDLER_MODULES)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tools import venv_tool
 
-from kplate.recognizer import DETECTOR_FILE, READER_FILE, WEIGHTS_DIR
+from kplate.recognizer import CROP_READER_FILE, DETECTOR_FILE, READER_FILE, WEIGHTS_DIR
 
 #: Globals that ``torch.load(weights_only=True)`` has accepted since torch 2.4.
 ALLOWED_GLOBALS = {
@@ -23,7 +23,7 @@ ALLOWED_GLOBALS = {
 }
 
 
-@pytest.mark.parametrize("name", [DETECTOR_FILE, READER_FILE])
+@pytest.mark.parametrize("name", [DETECTOR_FILE, READER_FILE, CROP_READER_FILE])
 def test_weights_are_plain_state_dicts(name: str) -> None:
     path = WEIGHTS_DIR / name
     with zipfile.ZipFile(path) as zf:
