@@ -76,6 +76,18 @@ def load_weights(model: torch.nn.Module, path: Path, device: torch.device | None
         raise WeightsError(f"{path} does not match the model code: {exc}") from exc
 
 
+def weights_config(weights_dir: str | Path | None = None) -> EngineConfig:
+    """The config of the weights in ``weights_dir`` (default: shipped): its ``engine.yaml``
+    when it has one, else the package default.
+
+    Raises:
+        ConfigError: that file is not a valid engine config.
+    """
+    wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    path = wdir / CONFIG_FILE
+    return load_config(path if path.is_file() else DEFAULT_CONFIG)
+
+
 def _padded_shape(image: np.ndarray) -> tuple[int, int]:
     """Height and width rounded up to multiples of 32 (the detector's total stride)."""
     return max(32, -(-image.shape[0] // 32) * 32), max(32, -(-image.shape[1] // 32) * 32)
@@ -125,8 +137,7 @@ class Recognizer:
         """
         wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
         dev = resolve_device(device)
-        cfg_path = wdir / CONFIG_FILE
-        config = load_config(cfg_path if cfg_path.is_file() else DEFAULT_CONFIG)
+        config = weights_config(wdir)
         detector, reader = PlateDetector(config.detector), PlateReader(config.reader)
         models: list[tuple[torch.nn.Module, str]] = [
             (detector, DETECTOR_FILE),

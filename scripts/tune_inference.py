@@ -33,6 +33,7 @@ from kplate import Recognizer
 from kplate.cli import device_args
 from kplate.config import EngineConfig
 from kplate.evaluate import evaluate
+from kplate.recognizer import weights_config
 from kplate.result import Detection, Plate, Reading
 
 log = logging.getLogger("tune_inference")
@@ -104,14 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.folder / "labels.jsonl").is_file():
         ap.error(f"{args.folder} has no labels.jsonl")
 
-    rec = Recognizer.load(weights_dir=args.weights, device=args.device)
-    min_texts = args.min_text or [rec.config.reader.min_text_score]
+    # the settings are checked against the weights' config before the weights are loaded
+    base = weights_config(args.weights)
+    min_texts = args.min_text or [base.reader.min_text_score]
     settings = list(itertools.product(sorted(args.thresholds), args.repair, sorted(min_texts)))
     try:
-        configs = [with_settings(rec.config, *row) for row in settings]
+        configs = [with_settings(base, *row) for row in settings]
     except ValidationError as exc:
         err = exc.errors()[0]
         ap.error(f"{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err['input']})")
+    rec = Recognizer.load(weights_dir=args.weights, device=args.device)
     # detect at the lowest threshold (the first row's) once; every other threshold filters
     # those detections
     lowest = configs[0].detector

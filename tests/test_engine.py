@@ -162,6 +162,27 @@ def test_crops_are_read_by_the_crop_reader_when_the_weights_have_one(
     assert [[p.text for p in ps] for ps in with_it] == [[p.text for p in ps] for ps in without]
 
 
+@pytest.mark.slow
+def test_the_shipped_crop_reader_reads_loose_crops_better_than_the_reader(
+    recognizer: Recognizer,
+) -> None:
+    from kplate.synth import render_crop
+
+    samples = [render_crop(12, i, loose=True) for i in range(200)]
+    crops = [s.image for s in samples]
+    truth = [s.plates[0].text.text for s in samples]
+    reader_only = Recognizer(
+        recognizer.detector, recognizer.reader, recognizer.config, recognizer.device
+    )
+
+    def exact(rec: Recognizer) -> int:
+        return sum(r.text == t for r, t in zip(rec.read(crops), truth))
+
+    # 160 against 150 of these 200 when measured (held-out seed 783: 83.05% against 76.65%)
+    assert recognizer.crop_reader is not recognizer.reader
+    assert exact(recognizer) >= exact(reader_only) + 5
+
+
 def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="not found"):
         Recognizer.load(tmp_path, device="cpu")

@@ -93,9 +93,10 @@ def test_sweep_cli_text_score_floor_drops_plates(tmp_path: Path) -> None:
     ],
 )
 def test_sweep_cli_rejects_a_setting_out_of_range(
-    flag: str, value: str, field: str, capsys: pytest.CaptureFixture[str]
+    flag: str, value: str, field: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    # checked before any weights are loaded: this folder has none
     with pytest.raises(SystemExit) as exc:
-        tune.main([str(SAMPLES), flag, value])
+        tune.main([str(SAMPLES), "--weights", str(tmp_path), flag, value])
     assert exc.value.code == 2
     assert f"{field}: Input should be" in capsys.readouterr().err

@@ -52,8 +52,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "val_count": 2000,
     },
 }
-#: Tasks whose model is a :class:`PlateReader`.
-READER_TASKS = ("reader", "crop-reader")
 #: Validation data uses seeds far from any training seed.
 VAL_SEED_OFFSET = 1_000_003
 #: Share of the reader's training crops cut where there is no plate (read as empty text);
