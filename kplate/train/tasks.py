@@ -57,11 +57,6 @@ VAL_SEED_OFFSET = 1_000_003
 #: Share of the reader's training crops cut where there is no plate (read as empty text);
 #: its validation crops are all plates.
 READER_NON_PLATE_SHARE = 0.04
-#: Share of the reader's training crops (those not non-plate cuts) cut loose, as upright
-#: boxes around tilted plates, as crops given to ``Recognizer.read`` often are; its
-#: validation crops are all rectified. 0 in the shipped recipe: at 0.1 held-out loose crops
-#: were read far better but detected plates a little worse (model card, Limits).
-READER_LOOSE_SHARE = 0.0
 #: Share of the crop reader's training and validation crops cut loose; the rest are
 #: rectified. It has no non-plate cuts: crops given to ``Recognizer.read`` are said to be plates.
 CROP_READER_LOOSE_SHARE = 0.5
@@ -187,7 +182,6 @@ def task_dataset(
             workers,
             progress,
             non_plate_share=READER_NON_PLATE_SHARE if training else 0.0,
-            loose_share=READER_LOOSE_SHARE if training else 0.0,
         )
     if task == "crop-reader":
         return CropDataset(
