@@ -24,6 +24,12 @@ def recognizer() -> Recognizer:
 
 
 @pytest.fixture(scope="session")
+def reader_only(recognizer: Recognizer) -> Recognizer:
+    """The shipped models without the crop reader: crops read by the reader of photos."""
+    return Recognizer(recognizer.detector, recognizer.reader, recognizer.config, recognizer.device)
+
+
+@pytest.fixture(scope="session")
 def real_dev() -> Path:
     """``../shared/real-dev`` when present; tests using it skip cleanly otherwise."""
     if not (REAL_DEV / "labels.jsonl").is_file():
