@@ -109,6 +109,28 @@ def plain_one(path: str, weight: int = 0) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(row[None, xs.min() : xs.max() + 1], g.shape[0], axis=0))
 
 
+@functools.lru_cache(maxsize=256)
+def flat_three(path: str, weight: int = 0) -> np.ndarray:
+    """A "3" with a flat top, as older plates letter it: a bar along the top, a diagonal down
+    to the waist, then the font's own lower bowl.
+
+    Strokes are as wide as the font's "1" stem, so the weight follows the face.
+    """
+    g = glyph(path, "3", weight)
+    h, w = g.shape
+    sw = max(2, plain_one(path, weight).shape[1] - 2)
+    waist = int(h * 0.44)
+    out = np.zeros_like(g)
+    out[waist:] = g[waist:]
+    # the bowl's top edge where the diagonal joins it
+    ink = np.nonzero(g[waist] > 128)[0]
+    jx = int(ink.min() + (ink.max() - ink.min()) * 0.35) if len(ink) else w // 2
+    top = sw // 2
+    cv2.line(out, (sw // 2, top), (w - 1 - sw // 2, top), 255, sw, lineType=cv2.LINE_AA)
+    cv2.line(out, (w - 1 - sw // 2, top), (jx, waist + sw // 2), 255, sw, lineType=cv2.LINE_AA)
+    return out
+
+
 @functools.lru_cache(maxsize=2048)
 def text_mask(path: str, text: str, height: int) -> np.ndarray:
     """Render a whole line of text at ``height`` pixels (for distractor signs)."""

@@ -91,7 +91,8 @@ def _colors(rng: np.random.Generator, color: str) -> tuple[RGB, RGB]:
         ink = (20, 20, 30) if rng.random() < 0.6 else (25, 35, 80)
         return bg, ink
     if color == "blue":
-        bg = (_jit(rng, 100, 25), _jit(rng, 175, 20), _jit(rng, 225, 15))
+        # electric cars' plates are a pale sky blue
+        bg = (_jit(rng, 145, 30), _jit(rng, 200, 20), _jit(rng, 235, 12))
         k = _jit(rng, 20, 15)
         return bg, (k, k, k + 10)
     if color == "orange":
@@ -135,8 +136,12 @@ def _layout_cells(rng: np.random.Generator, style: PlateStyle, t: PlateText) -> 
     j = lambda v, s: v + float(rng.uniform(-s, s))  # noqa: E731 - tiny local jitter helper
     tn, uc, serial = t.type_number, t.use_char, t.serial
     if style.layout == "one-line":
-        left = 58.0 if style.name.endswith("band") else j(22, 6)
-        right = j(W - 20, 6)
+        if style.name.endswith("band"):
+            left, right = 58.0, j(W - 20, 6)
+        elif style.name == "ev-blue":  # the marks of electric cars' plates flank the text
+            left, right = j(46, 6), j(W - 40, 6)
+        else:
+            left, right = j(22, 6), j(W - 20, 6)
         top, bottom = j(15, 3), j(H - 14, 3)
         cells: list[_Cell] = []
         if t.region and style.name == "yellow-1line":
@@ -224,6 +229,46 @@ def stamp(canvas: np.ndarray, mask: np.ndarray, x0: int, y0: int, ink: RGB) -> N
     canvas[ya:yb, xa:xb] = (region * (1 - m) + np.array(ink, np.float32) * m).astype(np.uint8)
 
 
+def _ev_marks(rng: np.random.Generator, canvas: np.ndarray, s: float) -> None:
+    """The marks of an electric car's plate, in blue at ``s`` px/mm: a car in a rounded
+    frame over a round seal at the left, a lightning bolt at the right."""
+    H, W = canvas.shape[:2]
+    blue = (_jit(rng, 40, 25), _jit(rng, 110, 30), _jit(rng, 195, 25))
+    line = max(1, round(float(rng.uniform(1.0, 2.0)) * s))
+    x = round(float(rng.uniform(15, 20)) * s)
+    r = max(2, round(float(rng.uniform(11, 15)) * s))
+    yt, yb = round(H * float(rng.uniform(0.27, 0.35))), round(H * float(rng.uniform(0.66, 0.74)))
+    # a rounded frame with a car's roofline and wheels inside
+    cv2.rectangle(canvas, (x - r, yt - round(r * 0.8)), (x + r, yt + round(r * 0.8)), blue, line)
+    roof = np.array(
+        [
+            [x - r * 0.7, yt + r * 0.3],
+            [x - r * 0.35, yt - r * 0.35],
+            [x + r * 0.35, yt - r * 0.35],
+            [x + r * 0.7, yt + r * 0.3],
+        ],
+        np.int32,
+    )
+    cv2.polylines(canvas, [roof], False, blue, line, lineType=cv2.LINE_AA)
+    for dx in (-0.4, 0.4):
+        cv2.circle(canvas, (round(x + dx * r), round(yt + r * 0.4)), max(1, r // 5), blue, -1)
+    # a round seal: a ring with an S-shaped split
+    if rng.random() < 0.9:
+        seal = (_jit(rng, 90, 40), _jit(rng, 140, 40), _jit(rng, 200, 30))
+        cv2.circle(canvas, (x, yb), r, seal, line, lineType=cv2.LINE_AA)
+        cv2.ellipse(canvas, (x - r // 2, yb), (r // 2, r // 2), 0, 180, 360, seal, line)
+        cv2.ellipse(canvas, (x + r // 2, yb), (r // 2, r // 2), 0, 0, 180, seal, line)
+    # a lightning bolt at the right, from top right to bottom left
+    if rng.random() < 0.9:
+        bx, by = W - round(float(rng.uniform(13, 18)) * s), round(H * float(rng.uniform(0.5, 0.65)))
+        h = H * float(rng.uniform(0.28, 0.42))
+        pts = np.array(
+            [[0.25, -0.5], [-0.3, 0.08], [0.02, 0.08], [-0.25, 0.5], [0.3, -0.08], [-0.02, -0.08]]
+        )
+        poly = np.round(pts * h + np.array([bx, by])).astype(np.int32)
+        cv2.fillPoly(canvas, [poly], blue, lineType=cv2.LINE_AA)
+
+
 @dataclass(frozen=True)
 class RenderedPlate:
     """A front-on plate image and what is written on it."""
@@ -233,6 +278,8 @@ class RenderedPlate:
     text: PlateText
     #: Its "1"s are drawn as bare upright stems (older plates) rather than with a flag.
     bare_one: bool
+    #: Its "3"s are drawn with a flat top (older plates) rather than the font's round one.
+    flat_three: bool
 
 
 def render_plate(
@@ -288,7 +335,9 @@ def render_plate(
         kw = max(1, round(band_w * 0.7))
         kor = cv2.resize(kor, (kw, max(1, round(kor.shape[0] * kw / max(1, kor.shape[1])))))
         stamp(canvas, kor, (band_w - kw) // 2, round(H * 0.62), (240, 240, 240))
-    if style.color in ("blue", "orange") and rng.random() < 0.7:
+    if style.name == "ev-blue":
+        _ev_marks(rng, canvas, s)
+    elif style.color in ("blue", "orange") and rng.random() < 0.7:
         r = max(1, round(9 * s))
         cv2.circle(
             canvas,
@@ -308,11 +357,15 @@ def render_plate(
     weight = int(rng.choice((-2, -1, 0, 0, 1, 2)))  # stroke width, at the glyph's size
     # older plates (most two-line ones) draw "1" as a bare stem, newer ones with a flag
     bare_one = rng.random() < (0.6 if style.layout == "two-line" else 0.2)
+    # and "3" with a flat top (older plates, and some newer ones)
+    flat_three = bare_one or rng.random() < 0.1
     cells = _layout_cells(rng, style, plate_text)
     for cell in cells:
         is_digit = cell.char.isdigit()
         if cell.char == "1" and bare_one:
             g = fonts.plain_one(font, weight)
+        elif cell.char == "3" and flat_three:
+            g = fonts.flat_three(font, weight)
         else:
             g = fonts.glyph(font if is_digit else hangul_font, cell.char, weight)
         cw = (cell.x1 - cell.x0) * (fill if is_digit else min(1.0, fill + 0.08))
@@ -353,4 +406,6 @@ def render_plate(
         for xb in xs:
             cv2.circle(canvas, (xb, yb), r, cap, -1, lineType=cv2.LINE_AA)
             cv2.circle(canvas, (xb, yb), r, (60, 60, 60), 1, lineType=cv2.LINE_AA)
-    return RenderedPlate(image=canvas, style=style, text=plate_text, bare_one=bare_one)
+    return RenderedPlate(
+        image=canvas, style=style, text=plate_text, bare_one=bare_one, flat_three=flat_three
+    )

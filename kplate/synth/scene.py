@@ -106,13 +106,36 @@ def _project(points: np.ndarray, rot: np.ndarray, dist: float) -> np.ndarray:
 
 
 def _view(
-    rng: np.random.Generator, max_yaw: float = 35, max_pitch: float = 15, max_roll: float = 8
+    rng: np.random.Generator,
+    max_yaw: float = 35,
+    max_pitch: float = 15,
+    max_roll: float = 8,
+    roll_deg: float | None = None,
 ) -> tuple[np.ndarray, float]:
+    """A random plate pose: yaw and pitch uniform, roll normal with a standard deviation of
+    ``max_roll / 2.5`` clipped at ``max_roll`` degrees, or ``roll_deg`` when given."""
     yaw = math.radians(float(rng.uniform(-max_yaw, max_yaw)) * (1.0 if rng.random() < 0.6 else 0.4))
     pitch = math.radians(float(rng.uniform(-max_pitch, max_pitch)))
-    roll = math.radians(float(rng.normal(0, max_roll / 2.5)))
-    roll = max(-math.radians(max_roll), min(math.radians(max_roll), roll))
+    if roll_deg is None:
+        roll = math.radians(float(rng.normal(0, max_roll / 2.5)))
+        roll = max(-math.radians(max_roll), min(math.radians(max_roll), roll))
+    else:
+        roll = math.radians(roll_deg)
     return _rotation(yaw, pitch, roll), float(rng.uniform(2.5, 8.0))
+
+
+#: Share of scene plates seen with a strong roll (a hand-held or tilted camera), drawn
+#: uniformly up to ``SCENE_STRONG_ROLL`` degrees either way; the others roll by a normal of
+#: 3.2 degrees clipped at 8.
+SCENE_STRONG_ROLL_SHARE = 0.2
+SCENE_STRONG_ROLL = 22.0
+
+
+def _scene_view(rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """The view of a plate in a scene: ``_view``'s, with a strong roll for some plates."""
+    if rng.random() < SCENE_STRONG_ROLL_SHARE:
+        return _view(rng, roll_deg=float(rng.uniform(-SCENE_STRONG_ROLL, SCENE_STRONG_ROLL)))
+    return _view(rng)
 
 
 # ---------------------------------------------------------------- car patch
@@ -373,7 +396,7 @@ def _place(
         plate = effects.dirt(rng, plate)
     patch, (ox, oy) = _car_patch(rng, plate, with_car)
     ph, pw = plate.shape[:2]
-    rot, dist_k = view if view is not None else _view(rng)
+    rot, dist_k = view if view is not None else _scene_view(rng)
     # patch coordinates centred on the plate centre
     cx0, cy0 = ox + pw / 2, oy + ph / 2
     ph_, pw_ = patch.shape[:2]
