@@ -370,3 +370,61 @@ def test_sample_kinds_have_their_own_streams() -> None:
     assert draws["crops"] == np.random.default_rng([3, 4, 1]).random()  # crops as before
     with pytest.raises(ValueError, match="kind must be one of"):
         sample_rng(3, 4, "crop")
+
+
+def test_flat_three_has_a_bar_on_top_and_the_fonts_own_bowl() -> None:
+    from kplate.synth import fonts
+
+    for path in map(str, fonts.find_fonts()):
+        round3, flat = fonts.glyph(path, "3"), fonts.flat_three(path)
+        h, w = flat.shape
+        assert (h, w) == round3.shape, path
+        # the top bar spans most of the width; below the waist the glyph is the font's
+        bar = (flat[: max(2, h // 20)] > 128).any(axis=0).sum()
+        assert bar > 0.75 * w, path
+        low = int(h * 0.7)  # below the waist (0.44) and the diagonal's end
+        assert np.array_equal(flat[low:], round3[low:]), path
+
+
+def test_older_plates_draw_flat_threes() -> None:
+    def flat_share(style: PlateStyle) -> float:
+        rng = np.random.default_rng(9)
+        flat = [render_plate(rng, style, text_for(rng, style), 0.3).flat_three for _ in range(300)]
+        return float(np.mean(flat))
+
+    # with every bare "1" (older lettering), and 10% of the other plates
+    assert 0.2 < flat_share(STYLES[0]) < 0.4 < flat_share(STYLE_BY_NAME["green-2line"]) < 0.8
+
+
+def test_electric_plates_are_pale_blue_with_marks_beside_the_text() -> None:
+    style = STYLE_BY_NAME["ev-blue"]
+    rng = np.random.default_rng(3)
+    marked = 0
+    for _ in range(40):
+        img = render_plate(rng, style, text_for(rng, style), 1.0).image.astype(int)
+        h, w = img.shape[:2]
+        # a strip above the text, below the border, between the bolts
+        strip = img[int(h * 0.095) : int(h * 0.11), int(w * 0.35) : int(w * 0.65)]
+        bg = np.median(strip.reshape(-1, 3), 0)
+        assert bg[2] > bg[1] > bg[0] and bg.mean() > 140  # pale sky blue
+        # the marks are blue (blue well above red), not the black ink nor the background
+        mark = (img[..., 2] - img[..., 0] > 90) & (np.abs(img - bg).sum(-1) > 60)
+        left, right = int(mark[:, 8:34].sum()), int(mark[:, w - 28 : w - 6].sum())
+        marked += left > 30 and right > 30
+    assert marked >= 30  # the seal and the bolt are each left off one plate in ten
+
+
+def test_some_scene_plates_roll_strongly() -> None:
+    from kplate.synth.scene import SCENE_STRONG_ROLL, _scene_view
+
+    rng = np.random.default_rng(4)
+    # rot = Rz(roll) Rx(pitch) Ry(yaw) maps the plate's up axis to (-sin r cos p, cos r cos p, .)
+    rolls = []
+    for _ in range(3000):
+        rot, _dist = _scene_view(rng)
+        rolls.append(abs(np.degrees(np.arctan2(-rot[0, 1], rot[1, 1]))))
+    rolls_a = np.array(rolls)
+    assert rolls_a.max() <= SCENE_STRONG_ROLL + 1e-6
+    # 20% uniform up to 22 degrees: 20% x 14 / 22 = 12.7% beyond the usual 8
+    assert 0.09 < (rolls_a > 8.0 + 1e-6).mean() < 0.16
+    assert np.median(rolls_a) < 4.0
