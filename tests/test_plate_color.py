@@ -13,14 +13,14 @@ from kplate.synth.plate import STYLES, PlateStyle, render_plate, text_for
 
 @pytest.mark.parametrize("style", STYLES, ids=lambda s: s.name)
 def test_front_on_plates_of_every_style_are_named_their_colour(style: PlateStyle) -> None:
-    """At most one miss in 20 per style: the generator's tealest greens and reddest oranges
-    reach the neighbouring hue band (218 of 220 are named right)."""
+    """At most 4 misses in 100 per style: the generator's tealest greens, reddest oranges and
+    palest blues reach the neighbouring band (1,092 of 1,100 are named right, at worst 97)."""
     rng = np.random.default_rng(5)
     named = []
-    for _ in range(20):
+    for _ in range(100):
         plate = render_plate(rng, style, text_for(rng, style), float(rng.uniform(0.3, 1.0)))
         named.append(plate_color(plate.image, "fallback"))
-    assert named.count(style.color) >= 19, named
+    assert named.count(style.color) >= 96, named
 
 
 @pytest.mark.parametrize(
