@@ -53,14 +53,12 @@ RUNS ?= runs
 REAL_DEV ?= ../shared/real-dev
 WEIGHTS := kplate/weights
 
-# The shipped weights came from exactly these three commands. The detector and reader took
-# 65.4 min side by side on a 2-core machine on 2026-12-05 (two-look slot-attention reader,
-# 5,000 steps, 4% non-plate crops), the crop reader after them 21.0 min on 2026-12-06
-# (19.8 min in a fresh clone, byte for byte): about 86 min by the sum, not timed in one
-# run. The recipe before took 94.4 min, the one-look reader's 89.8 min and the flat-head
-# reader's 80.0 min on 2026-12-05, on machines of the same kind. On 2026-12-04 a recipe
-# without TRAIN_ENV took 112.1 min and with it 77.7 min, reproducing the weights of then
-# byte for byte (kplate/weights/MODEL_CARD.md).
+# The shipped weights came from exactly these three commands: one `time make train` in a
+# fresh clone on 2026-12-06 took 100.4 min on a 2-core machine (detector done at 65.1 min,
+# reader at 84.0, crop reader at 100.4). The same recipe took 65.4 min for the detector and
+# reader side by side on 2026-12-05 (detector 53.8 min) and 21.0 min for the crop reader
+# alone on 2026-12-06: machines of this kind vary. On 2026-12-04 a recipe without TRAIN_ENV
+# took 112.1 min and with it 77.7 min (kplate/weights/MODEL_CARD.md).
 train: $(STAMP) ## train detector and reader side by side, then the crop reader from that reader; ship the weights
 	$(MAKE) --no-print-directory -j2 train-detector train-reader
 	$(MAKE) --no-print-directory train-crop-reader
