@@ -230,7 +230,7 @@ def stamp(canvas: np.ndarray, mask: np.ndarray, x0: int, y0: int, ink: RGB) -> N
 
 
 def _ev_marks(rng: np.random.Generator, canvas: np.ndarray, s: float) -> None:
-    """The marks of an electric car's plate, in blue at ``s`` px/mm: a car in a rounded
+    """The marks of an electric car's plate, in blue at ``s`` px/mm: a car in a square
     frame over a round seal at the left, a lightning bolt at the right."""
     H, W = canvas.shape[:2]
     blue = (_jit(rng, 40, 25), _jit(rng, 110, 30), _jit(rng, 195, 25))
@@ -238,7 +238,7 @@ def _ev_marks(rng: np.random.Generator, canvas: np.ndarray, s: float) -> None:
     x = round(float(rng.uniform(15, 20)) * s)
     r = max(2, round(float(rng.uniform(11, 15)) * s))
     yt, yb = round(H * float(rng.uniform(0.27, 0.35))), round(H * float(rng.uniform(0.66, 0.74)))
-    # a rounded frame with a car's roofline and wheels inside
+    # a square frame with a car's roofline and wheels inside
     cv2.rectangle(canvas, (x - r, yt - round(r * 0.8)), (x + r, yt + round(r * 0.8)), blue, line)
     roof = np.array(
         [
