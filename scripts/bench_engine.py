@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(results, ensure_ascii=False, indent=2)
     sys.stdout.write(text + "\n")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text)
     return 0
 
