@@ -337,7 +337,7 @@ def render_plate(
         stamp(canvas, kor, (band_w - kw) // 2, round(H * 0.62), (240, 240, 240))
     if style.name == "ev-blue":
         _ev_marks(rng, canvas, s)
-    elif style.color in ("blue", "orange") and rng.random() < 0.7:
+    elif style.color == "orange" and rng.random() < 0.7:  # a seal at the left
         r = max(1, round(9 * s))
         cv2.circle(
             canvas,
