@@ -108,7 +108,7 @@ def test_loose_crops_are_read_where_the_plate_is_found(reader_only: Recognizer) 
     # the look on its own, with the reader of photos (the crop reader needs it less)
     as_given = reader_only.reconfigured(detector={"crop_refine_width": None})
     looking, blind = loose_crops_read_exactly([reader_only, as_given], seed=11, count=48)
-    # tilted plates in upright boxes: 41 against 33 read exactly when measured
+    # tilted plates in upright boxes: 39 against 32 read exactly with the weights of 2026-12-06
     assert looking >= blind + 4
 
 
