@@ -1,10 +1,10 @@
 """Training-step benchmark: the detector and the reader side by side, as ``make train`` runs them.
 
 ``make train`` trains both models at once on a 2-core machine (detector 1 torch thread, reader
-2). This script times their optimiser steps under each OpenMP wait policy, alternating the
-policies round by round, and reports every figure as a ratio to the baseline measured in the
-same run (these machines are noisy): ``default``, the variable unset, as ``make train`` ran
-before it set ``PASSIVE``. Data rendering is not timed: only the steps.
+2). This script times their optimiser steps under each environment below (OpenMP wait policy,
+glibc malloc thresholds), alternating them round by round, and reports every figure as a ratio
+to the baseline measured in the same run (these machines are noisy): ``default``, nothing set,
+as ``make train`` ran before it set ``PASSIVE``. Data rendering is not timed: only the steps.
 
     .venv/bin/python scripts/bench_train_threads.py [--steps 30] [--rounds 2] [--json OUT]
 """
@@ -22,9 +22,18 @@ from pathlib import Path
 
 #: (task, torch threads) exactly as the Makefile's train-detector and train-reader use them.
 PAIR = (("detector", 1), ("reader", 2))
-#: "default" leaves OMP_WAIT_POLICY unset (libgomp then spins a while before sleeping).
+#: glibc's malloc keeps freed memory for reuse instead of handing every large block back to the
+#: kernel (each step's activations otherwise come from fresh, zero-filled pages). The
+#: Makefile's TRAIN_ENV sets the same.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967295", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
+#: "default" sets nothing (libgomp then spins a while before sleeping).
 BASELINE = "default"
-POLICIES = (BASELINE, "ACTIVE", "PASSIVE")
+ENVIRONMENTS: dict[str, dict[str, str]] = {
+    BASELINE: {},
+    "ACTIVE": {"OMP_WAIT_POLICY": "ACTIVE"},
+    "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "PASSIVE+malloc": {"OMP_WAIT_POLICY": "PASSIVE", **MALLOC_ENV},
+}
 
 
 def worker(task: str, threads: int, steps: int) -> dict[str, float]:
@@ -52,11 +61,10 @@ def worker(task: str, threads: int, steps: int) -> dict[str, float]:
     return {"s_per_step": statistics.median(times[2:])}
 
 
-def side_by_side(policy: str, steps: int) -> dict[str, float]:
-    """Run both workers at once under ``policy``; median seconds per step of each."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if policy != BASELINE:
-        env["OMP_WAIT_POLICY"] = policy
+def side_by_side(name: str, steps: int) -> dict[str, float]:
+    """Run both workers at once in environment ``name``; median seconds per step of each."""
+    unset = {"OMP_WAIT_POLICY", *MALLOC_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in unset} | ENVIRONMENTS[name]
     procs = {
         task: subprocess.Popen(
             [sys.executable, __file__, "--worker", task, str(threads), str(steps)],
@@ -80,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--steps", type=int, default=30, help="timed steps per worker and round")
-    ap.add_argument("--rounds", type=int, default=2, help="rounds, each trying every policy")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds, each trying every environment")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument(
         "--worker", nargs=3, metavar=("TASK", "THREADS", "STEPS"), help=argparse.SUPPRESS
@@ -92,29 +100,29 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.steps < 1 or args.rounds < 1:
         ap.error("--steps and --rounds must be at least 1")
-    runs: dict[str, dict[str, list[float]]] = {p: {t: [] for t, _ in PAIR} for p in POLICIES}
+    runs: dict[str, dict[str, list[float]]] = {e: {t: [] for t, _ in PAIR} for e in ENVIRONMENTS}
     for r in range(args.rounds):
-        for policy in POLICIES:
-            for task, s in side_by_side(policy, args.steps).items():
-                runs[policy][task].append(s)
-            sys.stderr.write(f"round {r + 1}/{args.rounds} {policy}: done\n")
+        for name in ENVIRONMENTS:
+            for task, s in side_by_side(name, args.steps).items():
+                runs[name][task].append(s)
+            sys.stderr.write(f"round {r + 1}/{args.rounds} {name}: done\n")
     report = {
-        policy: {
+        name: {
             task: {
                 "s_per_step": statistics.median(xs),
                 "ratio_to_default": statistics.median(xs) / statistics.median(runs[BASELINE][task]),
             }
             for task, xs in per_task.items()
         }
-        for policy, per_task in runs.items()
+        for name, per_task in runs.items()
     }
-    print("| OMP_WAIT_POLICY | task | threads | s per step | ratio to default |")
+    print("| environment | task | threads | s per step | ratio to default |")
     print("|---|---|---|---|---|")
     threads_of = dict(PAIR)
-    for policy, per_task in report.items():
+    for name, per_task in report.items():
         for task, fig in per_task.items():
             print(
-                f"| {policy} | {task} | {threads_of[task]} | {fig['s_per_step']:.3f} "
+                f"| {name} | {task} | {threads_of[task]} | {fig['s_per_step']:.3f} "
                 f"| {fig['ratio_to_default']:.2f} |"
             )
     if args.json:
