@@ -123,7 +123,7 @@ corner-error: data/heldout-scenes/labels.jsonl | $(STAMP) ## the detector's corn
 bench-engine: $(STAMP) ## engine latency (1920x1080, one plate) and throughput, as ratios to a baseline
 	$(PY) scripts/bench_engine.py --json runs/bench-engine.json
 
-bench-train: $(STAMP) ## training steps side by side under each OpenMP wait policy, as ratios
+bench-train: $(STAMP) ## training steps side by side under each OpenMP wait policy and malloc setting, as ratios
 	$(PY) scripts/bench_train_threads.py --json runs/bench-train.json
 
 # --- serving (issue 4) ---
