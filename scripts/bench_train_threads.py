@@ -63,7 +63,7 @@ def worker(task: str, threads: int, steps: int) -> dict[str, float]:
 
 def side_by_side(name: str, steps: int) -> dict[str, float]:
     """Run both workers at once in environment ``name``; median seconds per step of each."""
-    unset = {"OMP_WAIT_POLICY", *MALLOC_ENV}
+    unset = {k for e in ENVIRONMENTS.values() for k in e}  # the variables any of them sets
     env = {k: v for k, v in os.environ.items() if k not in unset} | ENVIRONMENTS[name]
     procs = {
         task: subprocess.Popen(
