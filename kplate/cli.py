@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     p.add_argument(
         "--kind",
+        # kplate.synth.dataset.KINDS, repeated so that building the parser does not import
+        # the generator; tests/test_synth.py checks that the two agree.
         choices=("scenes", "crops", "loose-crops"),
         default="scenes",
         help="scenes; crops rectified as the detector cuts them; loose-crops cut as upright "

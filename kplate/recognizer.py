@@ -15,11 +15,11 @@ import torch
 
 from kplate import plates, targets
 from kplate.config import DEFAULT_CONFIG, EngineConfig, load_config
-from kplate.errors import WeightsError
 from kplate.imageio import ImageInput, to_rgb_array
 from kplate.models.detector import STRIDE, PlateDetector
 from kplate.models.layers import fold_batchnorm
 from kplate.models.reader import PlateReader
+from kplate.models.state import load_weights
 from kplate.plate_color import has_color, plate_color
 from kplate.plates import COLORS, LAYOUTS
 from kplate.result import Detection, Plate, Point, Reading
@@ -52,28 +52,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def _load_state(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path} (train with `make train`)")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"cannot load weights {path}: {exc}") from exc
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path} does not hold a state_dict")
-    return state
-
-
-def load_weights(model: torch.nn.Module, path: Path, device: torch.device | None = None) -> None:
-    """Load the state_dict saved at ``path`` into ``model``.
-
-    Raises:
-        WeightsError: the file is missing, unreadable or does not fit the model code.
-    """
-    try:
-        model.load_state_dict(_load_state(path, device or torch.device("cpu")))
-    except RuntimeError as exc:
-        raise WeightsError(f"{path} does not match the model code: {exc}") from exc
+def _weights_dir(weights_dir: str | Path | None) -> Path:
+    return Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
 
 
 def weights_config(weights_dir: str | Path | None = None) -> EngineConfig:
@@ -83,8 +63,7 @@ def weights_config(weights_dir: str | Path | None = None) -> EngineConfig:
     Raises:
         ConfigError: that file is not a valid engine config.
     """
-    wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
-    path = wdir / CONFIG_FILE
+    path = _weights_dir(weights_dir) / CONFIG_FILE
     return load_config(path if path.is_file() else DEFAULT_CONFIG)
 
 
@@ -135,7 +114,7 @@ class Recognizer:
             WeightsError: a weights file is missing or does not fit the model code.
             ValueError: CUDA is requested but not available.
         """
-        wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+        wdir = _weights_dir(weights_dir)
         dev = resolve_device(device)
         config = weights_config(wdir)
         detector, reader = PlateDetector(config.detector), PlateReader(config.reader)

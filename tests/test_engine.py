@@ -18,10 +18,15 @@ from loose_crops import loose_crops_read_exactly
 from PIL import Image
 
 from kplate import Plate, Reading, Recognizer, plates
+from kplate.config import EngineConfig
 from kplate.errors import InvalidImageError, WeightsError
 from kplate.evaluate import char_accuracy, edit_distance, evaluate
+from kplate.models.reader import PlateReader
+from kplate.recognizer import WEIGHTS_DIR
 from kplate.result import Detection
-from kplate.synth import read_labels
+from kplate.synth import read_labels, render_crop
+from kplate.train.data import CropDataset, in_share
+from kplate.train.tasks import CROP_READER_LOOSE_SHARE, task_dataset, training_setup
 
 SAMPLES = Path(__file__).parent / "data" / "synthetic"
 
@@ -150,8 +155,6 @@ def test_crops_are_read_by_the_crop_reader_when_the_weights_have_one(
 ) -> None:
     """``crop_reader.pt`` next to the weights reads what ``read()`` is given; photos are still
     read by ``reader.pt``. A crop reader of random weights shows which model read what."""
-    from kplate.models.reader import PlateReader
-    from kplate.recognizer import WEIGHTS_DIR
 
     for name in ("detector.pt", "reader.pt"):
         (tmp_path / name).symlink_to(WEIGHTS_DIR / name)
@@ -327,11 +330,6 @@ def test_training_smoke_and_resume(tmp_path: Path) -> None:
 
 
 def test_crop_reader_starts_from_the_reader_it_is_given(tmp_path: Path) -> None:
-    from kplate.config import EngineConfig
-    from kplate.models.reader import PlateReader
-    from kplate.train.data import CropDataset
-    from kplate.train.tasks import CROP_READER_LOOSE_SHARE, training_setup
-
     cfg = EngineConfig()
     torch.manual_seed(3)
     init = PlateReader(cfg.reader).state_dict()
@@ -362,18 +360,12 @@ def test_train_rejects_bad_options(tmp_path: Path) -> None:
 
 
 def test_non_plate_cuts_are_spread_evenly() -> None:
-    from kplate.train.data import in_share
-
     picks = [i for i in range(1000) if in_share(i, 0.04)]
     assert len(picks) == 40 and max(np.diff(picks)) == 25
     assert not any(in_share(i, 0.0) for i in range(1000))
 
 
 def test_reader_training_crops_hold_empty_labels_validation_crops_none() -> None:
-    from kplate.config import EngineConfig
-    from kplate.train.data import CropDataset
-    from kplate.train.tasks import task_dataset
-
     cfg = EngineConfig()
     data = CropDataset(0, 20, cfg.reader, workers=1, progress=False, non_plate_share=0.25)
     empty = [i for i, t in enumerate(data.texts) if t == ""]
@@ -389,10 +381,6 @@ def test_reader_training_crops_hold_empty_labels_validation_crops_none() -> None
 
 
 def test_reader_training_crops_include_loose_ones() -> None:
-    from kplate.config import EngineConfig
-    from kplate.synth import render_crop
-    from kplate.train.data import CropDataset
-
     cfg = EngineConfig()
     data = CropDataset(0, 8, cfg.reader, workers=1, progress=False, loose_share=0.25)
     loose = [render_crop(0, i, (160, 64), loose=True).image for i in (3, 7)]

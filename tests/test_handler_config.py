@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from pathlib import Path
 
 import pytest
 from serving_support import REPO_ROOT
 
-from handler.archive import HANDLER_MODULES, check_mar, stage
+from handler.archive import HANDLER_MODULES, ArchiveError, check_mar, stage
 from handler.kserve_front import loopback_url, model_names, read_properties, workers_ready
 from handler.local_serving import Ports, free_port, render_config
 from kplate.errors import WeightsError
@@ -118,10 +119,6 @@ def test_stage_copies_package_and_handler_modules(tmp_path: Path) -> None:
 
 
 def test_check_mar_names_what_is_missing(tmp_path: Path) -> None:
-    import zipfile
-
-    from handler.archive import ArchiveError
-
     mar = tmp_path / "kplate.mar"
     with zipfile.ZipFile(mar, "w") as zf:
         zf.writestr("kplate_handler.py", "")

@@ -7,8 +7,9 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
-from serving_support import b64, jpeg_bytes, png_bytes
+from serving_support import REPO_ROOT, b64, jpeg_bytes, png_bytes
 
 from handler.protocol import (
     BodyKind,
@@ -265,9 +266,6 @@ def test_json_content_type(value: str | None, expected: bool) -> None:
 
 
 def test_shipped_model_config_loads() -> None:
-    import yaml
-    from serving_support import REPO_ROOT
-
     config = yaml.safe_load((REPO_ROOT / "handler" / "model-config.yaml").read_text())
     settings = load_settings(config)
     assert settings == HandlerSettings.model_validate(config["handler"])

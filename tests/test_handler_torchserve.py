@@ -24,6 +24,7 @@ from serving_support import (
 )
 
 from handler.kplate_handler import KplateHandler, select_device
+from kplate.errors import ConfigError
 
 ts_context = pytest.importorskip("ts.context")
 ts_metrics = pytest.importorskip("ts.metrics.metric_cache_yaml_impl")
@@ -183,8 +184,6 @@ def test_metrics_are_emitted(handler: KplateHandler) -> None:
 
 
 def test_bad_model_config_fails_initialize() -> None:
-    from kplate.errors import ConfigError
-
     h = KplateHandler()
     with pytest.raises(ConfigError, match="max_imgs"):
         h.initialize(make_context([], {"handler": {"max_imgs": 3}}))

@@ -22,8 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
+from PIL import Image
 from serving_support import (
     REPO_ROOT,
     assert_plate_list,
@@ -309,9 +311,6 @@ def test_request_cli_against_the_servers(serving: LocalServing, tmp_path: Path) 
 
 
 def test_request_cli_downscales_big_images(serving: LocalServing, tmp_path: Path) -> None:
-    import numpy as np
-    from PIL import Image
-
     big = tmp_path / "big.png"
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 255, (1800, 1800, 3), dtype=np.uint8)).save(big)

@@ -8,11 +8,32 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageCms
 
 from kplate import plates
-from kplate.synth import SynthJob, render_crop, render_scene, write_dataset
-from kplate.synth.plate import STYLE_BY_NAME, STYLES, PlateStyle, render_plate, text_for
-from kplate.synth.scene import render_non_plate, sample_rng
+from kplate.cli import build_parser
+from kplate.synth import SynthJob, effects, fonts, render_crop, render_scene, write_dataset
+from kplate.synth.backgrounds import strip_png_profile
+from kplate.synth.dataset import KINDS
+from kplate.synth.plate import (
+    STYLE_BY_NAME,
+    STYLES,
+    PlateStyle,
+    _layout_cells,
+    render_plate,
+    text_for,
+)
+from kplate.synth.scene import (
+    CROP_MAX_W,
+    CROP_MIN_W,
+    SCENE_STRONG_ROLL,
+    _body,
+    _emblem,
+    _lamp,
+    _scene_view,
+    render_non_plate,
+    sample_rng,
+)
 
 
 @pytest.mark.parametrize("style", STYLES, ids=lambda s: s.name)
@@ -102,8 +123,6 @@ def test_loose_crops_are_upright_boxes_around_tilted_plates() -> None:
 
 
 def test_natural_size_crops_keep_readable_widths() -> None:
-    from kplate.synth.scene import CROP_MAX_W, CROP_MIN_W
-
     widths = [render_crop(9, i).image.shape[1] for i in range(40)]
     # the rectified crop keeps the plate's aspect: its width follows the rendered plate width
     # (the crop height is clipped to 16..160 px, so the width stays within these bounds)
@@ -113,8 +132,6 @@ def test_natural_size_crops_keep_readable_widths() -> None:
 
 
 def test_blur_scales_with_plate_size() -> None:
-    from kplate.synth import effects
-
     img = np.zeros((80, 200, 3), np.uint8)
     img[:, ::6] = 255  # thin strokes: blur lowers the contrast between neighbours
 
@@ -130,8 +147,6 @@ def test_blur_scales_with_plate_size() -> None:
 
 
 def test_car_paint_is_mostly_common_colours() -> None:
-    from kplate.synth.scene import _body
-
     rng = np.random.default_rng(0)
     sat = []
     for _ in range(60):
@@ -143,8 +158,6 @@ def test_car_paint_is_mostly_common_colours() -> None:
 
 
 def _use_char_on_top_share(style_name: str, regional: bool | None) -> float:
-    from kplate.synth.plate import STYLE_BY_NAME, _layout_cells
-
     style = STYLE_BY_NAME[style_name]
     rng = np.random.default_rng(4)
     on_top = []
@@ -166,8 +179,6 @@ def test_two_line_plates_put_the_use_char_where_real_ones_do() -> None:
 
 
 def test_bare_one_is_the_fonts_own_stem() -> None:
-    from kplate.synth import fonts
-
     for path in map(str, fonts.find_fonts()):
         flagged, bare = fonts.glyph(path, "1"), fonts.plain_one(path)
         assert bare.shape[0] == flagged.shape[0], path
@@ -200,16 +211,12 @@ def test_some_plates_draw_bare_ones() -> None:
 
 
 def test_glyph_weight_thickens_and_thins_strokes() -> None:
-    from kplate.synth import fonts
-
     path = str(fonts.find_fonts()[0])
     ink = [int((fonts.glyph(path, "8", w) > 128).sum()) for w in (-2, 0, 2)]
     assert ink[0] < 0.85 * ink[1] and ink[2] > 1.15 * ink[1]
 
 
 def test_car_badges_and_lamps_stay_inside_their_box() -> None:
-    from kplate.synth.scene import _emblem, _lamp
-
     for seed in range(20):
         rng = np.random.default_rng(seed)
         img = np.full((120, 200, 3), 128, np.uint8)
@@ -314,13 +321,16 @@ def test_synth_cli_rejects_bad_options(tmp_path: Path) -> None:
     assert r.returncode == 2 and "invalid choice" in r.stderr
 
 
+def test_synth_cli_offers_exactly_the_generators_kinds(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["synth", "--help"])
+    assert "--kind {" + ",".join(KINDS) + "}" in capsys.readouterr().out
+
+
 def test_strip_png_profile_keeps_pixels(tmp_path: Path) -> None:
     import io
 
     import cv2
-    from PIL import Image, ImageCms
-
-    from kplate.synth.backgrounds import strip_png_profile
 
     arr = np.random.default_rng(0).integers(0, 255, size=(20, 30, 3), dtype=np.uint8)
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -338,7 +348,6 @@ def test_strip_png_profile_keeps_pixels(tmp_path: Path) -> None:
 
 def test_green_plates_without_a_region_spread_their_top_line_wide() -> None:
     # real `42 무` top lines span 41-48% of the plate (typeset as the others, about a third)
-    from kplate.synth.plate import _layout_cells
 
     style, rng = STYLE_BY_NAME["green-2line-noregion"], np.random.default_rng(5)
     wide = []
@@ -373,8 +382,6 @@ def test_sample_kinds_have_their_own_streams() -> None:
 
 
 def test_flat_three_has_a_bar_on_top_and_the_fonts_own_bowl() -> None:
-    from kplate.synth import fonts
-
     for path in map(str, fonts.find_fonts()):
         round3, flat = fonts.glyph(path, "3"), fonts.flat_three(path)
         h, w = flat.shape
@@ -415,8 +422,6 @@ def test_electric_plates_are_pale_blue_with_marks_beside_the_text() -> None:
 
 
 def test_some_scene_plates_roll_strongly() -> None:
-    from kplate.synth.scene import SCENE_STRONG_ROLL, _scene_view
-
     rng = np.random.default_rng(4)
     # rot = Rz(roll) Rx(pitch) Ry(yaw) maps the plate's up axis to (-sin r cos p, cos r cos p, .)
     rolls = []

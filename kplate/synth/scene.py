@@ -617,10 +617,6 @@ def render_crop(
     return Sample(image=crop, plates=(label,))
 
 
-#: Share of :func:`render_non_plate`'s cuts taken beside a plate on its car (the rest: signs).
-NON_PLATE_CAR_SHARE = 0.6
-
-
 def _crop_size(
     rng: np.random.Generator, target_w: float, aspect: float, size: tuple[int, int] | None
 ) -> tuple[int, int]:
@@ -629,6 +625,10 @@ def _crop_size(
         return size
     h = int(np.clip(target_w * aspect * float(rng.uniform(0.9, 1.3)), 16, 160))
     return (max(16, int(h / aspect)), h)
+
+
+#: Share of :func:`render_non_plate`'s cuts taken beside a plate on its car (the rest: signs).
+NON_PLATE_CAR_SHARE = 0.6
 
 
 def render_non_plate(seed: int, index: int, size: tuple[int, int] | None = None) -> Sample:

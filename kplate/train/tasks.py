@@ -19,8 +19,8 @@ from kplate import targets
 from kplate.config import EngineConfig, load_config
 from kplate.models.detector import N_LAYOUT, STRIDE, PlateDetector
 from kplate.models.reader import PlateReader
+from kplate.models.state import load_weights
 from kplate.plates import COLORS, LAYOUTS
-from kplate.recognizer import load_weights
 from kplate.train.data import CropDataset, SceneDataset, collate_scenes, to_float
 from kplate.train.engine import LossFn, TrainArgs, train
 
