@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageCms
@@ -328,10 +330,6 @@ def test_synth_cli_offers_exactly_the_generators_kinds(capsys: pytest.CaptureFix
 
 
 def test_strip_png_profile_keeps_pixels(tmp_path: Path) -> None:
-    import io
-
-    import cv2
-
     arr = np.random.default_rng(0).integers(0, 255, size=(20, 30, 3), dtype=np.uint8)
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     buf = io.BytesIO()
@@ -348,7 +346,6 @@ def test_strip_png_profile_keeps_pixels(tmp_path: Path) -> None:
 
 def test_green_plates_without_a_region_spread_their_top_line_wide() -> None:
     # real `42 무` top lines span 41-48% of the plate (typeset as the others, about a third)
-
     style, rng = STYLE_BY_NAME["green-2line-noregion"], np.random.default_rng(5)
     wide = []
     for _ in range(200):

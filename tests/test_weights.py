@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickletools
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -44,8 +45,6 @@ def test_weights_size_budget() -> None:
 
 def test_engine_runs_on_the_serving_image_python() -> None:
     """The pytorch/torchserve-kfs:0.12.0 image runs Python 3.9: the engine must too."""
-    import subprocess
-
     vermin = venv_tool("vermin", "vermin")
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run(
