@@ -27,8 +27,18 @@ deb: ## install the Debian packages (Korean fonts, background photos) if missing
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# A new .venv takes about 7 GB of disk: pip takes the pinned torch from this machine's disk,
+# and that build carries its CUDA libraries (3.2 GB) and triton (0.9 GB). A fresh install
+# peaked at 7.05 GB and left 6.7 GB (2026-12-06), so a new .venv asks for 7.2 GB free first.
+VENV_NEEDS_MB := 7200
+
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory deb
+	@test -d $(VENV) || { mkdir -p "$$(dirname $(VENV))" && \
+	  free=$$(df -Pm "$$(dirname $(VENV))" | awk 'NR == 2 {print $$4}') && [ -n "$$free" ] && \
+	  if [ "$$free" -lt $(VENV_NEEDS_MB) ]; then \
+	    echo "make install: a new $(VENV) needs about $(VENV_NEEDS_MB) MB of free disk, $$free MB free here" >&2; exit 1; \
+	  fi; }
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -e '.[synth,train,serve,deploy,dev]'
 	touch $(STAMP)
