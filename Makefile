@@ -27,8 +27,8 @@ deb: ## install the Debian packages (Korean fonts, background photos) if missing
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-# A new .venv takes about 7 GB of disk: pip takes the pinned torch from this machine's disk,
-# and that build carries its CUDA libraries (3.2 GB) and triton (0.9 GB). A fresh install
+# A new .venv takes about 7 GB of disk: the pinned torch 2.14.1 is a CUDA build and brings its
+# CUDA libraries (3.2 GB) and triton (0.9 GB) with it. A fresh install
 # peaked at 7.05 GB and left 6.7 GB (2026-12-06), so a new .venv asks for 7.2 GB free first.
 VENV_NEEDS_MB := 7200
 
