@@ -28,18 +28,20 @@ deb: ## install the Debian packages (Korean fonts, background photos) if missing
 	fi
 
 # A new .venv takes about 7 GB of disk: the pinned torch 2.14.1 is a CUDA build and brings its
-# CUDA libraries (3.2 GB) and triton (0.9 GB) with it. A fresh install
-# peaked at 7.05 GB and left 6.7 GB (2026-12-06), so a new .venv asks for 7.2 GB free first.
+# CUDA libraries (3.2 GB) and triton (0.9 GB) with it. A fresh install peaked at 7.05 GB and
+# left 6.7 GB (2026-12-06), so a new .venv asks for 7.2 GB free first.
 VENV_NEEDS_MB := 7200
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory deb
-	@test -d $(VENV) || { mkdir -p "$$(dirname $(VENV))" && \
-	  free=$$(df -Pm "$$(dirname $(VENV))" | awk 'NR == 2 {print $$4}') && [ -n "$$free" ] && \
+	@if [ ! -d $(VENV) ]; then \
+	  dir=$$(dirname $(VENV)) && mkdir -p "$$dir" && \
+	  free=$$(df -Pm "$$dir" | awk 'NR == 2 {print $$4}') && [ -n "$$free" ] || exit 1; \
 	  if [ "$$free" -lt $(VENV_NEEDS_MB) ]; then \
 	    echo "make install: a new $(VENV) needs about $(VENV_NEEDS_MB) MB of free disk, $$free MB free here" >&2; exit 1; \
-	  fi; }
-	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	  fi; \
+	  echo "$(PYTHON) -m venv $(VENV)" && $(PYTHON) -m venv $(VENV); \
+	fi
 	$(PIP) install -q -e '.[synth,train,serve,deploy,dev]'
 	touch $(STAMP)
 
