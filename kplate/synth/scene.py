@@ -603,10 +603,10 @@ def render_crop(
     if loose:
         (x0, y0), (x1, y1) = quad.min(0), quad.max(0)
         quad = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
-        if size is None:
-            h = _crop_size(rng, target_w, aspect, None)[1]
-            size = (max(16, round(h * (x1 - x0) / (y1 - y0))), h)
-    size = _crop_size(rng, target_w, aspect, size)
+    if size is None:
+        size = _crop_size(rng, target_w, aspect)
+        if loose:  # the plate's height, at the box's own aspect
+            size = (max(16, round(size[1] * (x1 - x0) / (y1 - y0))), size[1])
     crop = rectify(canvas, quad, size)
     w, h = size
     plate_corners: Corners = ((0.0, 0.0), (float(w), 0.0), (float(w), float(h)), (0.0, float(h)))
@@ -617,12 +617,8 @@ def render_crop(
     return Sample(image=crop, plates=(label,))
 
 
-def _crop_size(
-    rng: np.random.Generator, target_w: float, aspect: float, size: tuple[int, int] | None
-) -> tuple[int, int]:
-    """The output size of a crop of a plate ``target_w`` px wide: ``size`` or a random one."""
-    if size is not None:
-        return size
+def _crop_size(rng: np.random.Generator, target_w: float, aspect: float) -> tuple[int, int]:
+    """A random output size for a crop of a plate ``target_w`` px wide at ``aspect``."""
     h = int(np.clip(target_w * aspect * float(rng.uniform(0.9, 1.3)), 16, 160))
     return (max(16, int(h / aspect)), h)
 
@@ -688,4 +684,6 @@ def render_non_plate(seed: int, index: int, size: tuple[int, int] | None = None)
         )
     canvas = _degrade_crop(rng, canvas, target_w)
     quad = jitter_corners(rng, quad)
-    return Sample(image=rectify(canvas, quad, _crop_size(rng, target_w, aspect, size)))
+    if size is None:
+        size = _crop_size(rng, target_w, aspect)
+    return Sample(image=rectify(canvas, quad, size))
