@@ -109,7 +109,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from kplate.evaluate import evaluate, write_report
 
     rec = _load_recognizer(args)
-    report = evaluate(args.folder, rec, progress=not args.quiet)
+    report = evaluate(args.folder, rec, progress=not args.quiet, failures_dir=args.save_failures)
     md = write_report(report, args.out)
     if args.json:
         json.dump(report.to_json(), sys.stdout, ensure_ascii=False, indent=2)
@@ -156,5 +156,13 @@ def add_inference_commands(
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     p.add_argument(
         "--out", type=Path, default=None, help="also write report.json and report.md here"
+    )
+    p.add_argument(
+        "--save-failures",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write each scene or crop with an error here, drawn: labels in yellow, plates "
+        "read right in green, wrong or false ones in red",
     )
     p.set_defaults(func=cmd_eval)

@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from kplate import plates, targets
+from kplate.annotate import annotate_crop_error, annotate_scene_errors
 from kplate.imageio import to_rgb_array
 from kplate.result import Detection, Plate, Reading
 from kplate.synth.dataset import read_labels
@@ -146,8 +147,17 @@ def _groups(row: dict[str, Any]) -> list[str]:
     return groups
 
 
-def evaluate(folder: Path, engine: Engine, progress: bool = True, batch: int = 4) -> Report:
+def evaluate(
+    folder: Path,
+    engine: Engine,
+    progress: bool = True,
+    batch: int = 4,
+    failures_dir: Path | None = None,
+) -> Report:
     """Evaluate ``engine`` on ``folder/labels.jsonl``.
+
+    ``failures_dir``: also write there, as PNG, each scene or crop with an error, drawn by
+    :mod:`kplate.annotate` (labelled plates, plates read right, wrong or false ones).
 
     Raises:
         FileNotFoundError: the folder has no ``labels.jsonl`` or a listed image is missing.
@@ -161,6 +171,8 @@ def evaluate(folder: Path, engine: Engine, progress: bool = True, batch: int = 4
     for row in read_labels(labels):
         by_file[row["file"]].append(row)
     report = Report(folder=str(folder))
+    if failures_dir is not None:
+        failures_dir.mkdir(parents=True, exist_ok=True)
     files = sorted(by_file)
     for f in files:
         if not (folder / f).is_file():
@@ -173,15 +185,24 @@ def evaluate(folder: Path, engine: Engine, progress: bool = True, batch: int = 4
         images = [_load(folder / n) for n in names]
         detections = engine.detect(images)  # run once: scored alone, then read
         found = engine.read_detections(images, detections)
-        for name, plates_found, dets in zip(names, found, detections):
+        for name, image, plates_found, dets in zip(names, images, found, detections):
             gts = [r for r in by_file[name] if r.get("box")]
+            n_failed = len(report.failures)
             _score_scene(report, name, gts, plates_found)
             _score_detections(report, gts, dets)
+            if failures_dir is not None and len(report.failures) > n_failed:
+                drawn = annotate_scene_errors(
+                    image,
+                    [(tuple(r["box"]), plates.normalize(r["text"])) for r in gts],
+                    _judged(gts, plates_found),
+                )
+                _save(drawn, failures_dir, name)
         bar.update(len(names))
     for start in range(0, len(crop_files), 32):
         names = crop_files[start : start + 32]
-        readings = engine.read([_load(folder / n) for n in names])
-        for name, r in zip(names, readings):
+        crops = [_load(folder / n) for n in names]
+        readings = engine.read(crops)
+        for name, crop, r in zip(names, crops, readings):
             row = by_file[name][0]
             truth = plates.normalize(row["text"])
             ok = r.text == truth
@@ -194,9 +215,23 @@ def evaluate(folder: Path, engine: Engine, progress: bool = True, batch: int = 4
                 report.failures.append(
                     {"file": name, "kind": "crop", "truth": truth, "read": r.text}
                 )
+                if failures_dir is not None:
+                    _save(annotate_crop_error(crop, truth, r.text), failures_dir, name)
         bar.update(len(names))
     bar.close()
     return report
+
+
+def _save(image: Image.Image, folder: Path, name: str) -> None:
+    """Write ``image`` as ``folder/NAME.png`` (lossless: exact colours), ``name``'s folders
+    joined by ``__``."""
+    image.save(folder / (str(Path(name).with_suffix("")).replace("/", "__") + ".png"))
+
+
+def _judged(gts: list[dict[str, Any]], found: list[Plate]) -> list[tuple[Plate, bool]]:
+    """Each returned plate, and whether it matched a labelled plate and was read exactly."""
+    order, hits = _match(found, gts)
+    return [(p, g >= 0 and p.text == plates.normalize(gts[g]["text"])) for p, g in zip(order, hits)]
 
 
 def _load(path: Path) -> Any:

@@ -18,6 +18,7 @@ from loose_crops import loose_crops_read_exactly
 from PIL import Image
 
 from kplate import Plate, Reading, Recognizer, plates
+from kplate.annotate import LABEL_COLOR, RIGHT_COLOR, WRONG_COLOR
 from kplate.config import EngineConfig
 from kplate.errors import InvalidImageError, WeightsError
 from kplate.evaluate import char_accuracy, edit_distance, evaluate
@@ -261,7 +262,8 @@ def _plate(text: str, box: tuple[float, float, float, float], score: float = 0.9
     return Plate.from_parts(_det(box, score), Reading(text, 0.9))
 
 
-def test_evaluate_counts(tmp_path: Path) -> None:
+def _scripted_fixture(tmp_path: Path) -> _Scripted:
+    """Scenes a (read right, plus a false plate), b (misread); crops c (right), d (wrong)."""
     Image.new("RGB", (200, 100)).save(tmp_path / "a.jpg")
     Image.new("RGB", (200, 100)).save(tmp_path / "b.jpg")
     Image.new("RGB", (80, 20)).save(tmp_path / "c.jpg")
@@ -279,7 +281,11 @@ def test_evaluate_counts(tmp_path: Path) -> None:
         0: [_plate("12가3456", (11, 10, 61, 31)), _plate("99가9999", (150, 0, 199, 20), 0.5)],
         1: [_plate("서울12가3457", (100, 50, 150, 80))],
     }
-    rep = evaluate(tmp_path, _Scripted(scenes, ["34나5678", "34나567"]), progress=False).to_json()
+    return _Scripted(scenes, ["34나5678", "34나567"])
+
+
+def test_evaluate_counts(tmp_path: Path) -> None:
+    rep = evaluate(tmp_path, _scripted_fixture(tmp_path), progress=False).to_json()
     o = rep["scenes"]["overall"]
     assert (o["plates"], o["precision"], o["recall"], o["e2e_exact"]) == (2, 0.6667, 1.0, 0.5)
     # detector: 3 detections in a.jpg (one false, one matching b's box: false there too)
@@ -288,6 +294,25 @@ def test_evaluate_counts(tmp_path: Path) -> None:
     c = rep["crops"]["overall"]
     assert (c["crops"], c["exact"], c["char_acc"]) == (2, 0.5, round((1 + 6 / 7) / 2, 4))
     assert rep["crops"]["color=blue"]["exact"] == 0.0
+
+
+def test_evaluate_draws_only_failures(tmp_path: Path) -> None:
+    out = tmp_path / "failures"
+    rep = evaluate(tmp_path, _scripted_fixture(tmp_path), progress=False, failures_dir=out)
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "d.png"]
+    assert {f["file"] for f in rep.failures} == {"a.jpg", "b.jpg", "d.jpg"}
+
+    def share(name: str, rgb: tuple[int, int, int]) -> float:
+        px = np.asarray(Image.open(out / name).convert("RGB")).astype(int)
+        return float(((px == rgb).all(-1)).mean())
+
+    # a: its labelled plate (yellow), read right (green), and a false plate (red)
+    assert min(share("a.png", c) for c in (LABEL_COLOR, RIGHT_COLOR, WRONG_COLOR)) > 0
+    # b: labelled and misread, nothing read right
+    assert share("b.png", WRONG_COLOR) > 0 and share("b.png", RIGHT_COLOR) == 0
+    # d: the crop, scaled up to 320 px, under its caption
+    d = Image.open(out / "d.png")
+    assert d.width == 320 and d.height > 80 and share("d.png", LABEL_COLOR) > 0
 
 
 def test_edit_distance() -> None:
