@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tools import ROOT
 
 from kplate import Recognizer
 
-ROOT = Path(__file__).resolve().parents[1]
 REAL_DEV = Path(os.environ.get("KPLATE_REAL_DEV", ROOT.parent / "shared" / "real-dev"))
 SAMPLES = ROOT / "tests" / "data" / "synthetic"
 

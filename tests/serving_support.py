@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tools import ROOT as REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # The serving code (handler/, request/) is not an installed package: make the checkout
 # importable, whatever directory pytest was started from.
 if str(REPO_ROOT) not in sys.path:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tools import ROOT
 
 
 def test_a_short_benchmark_writes_its_report_into_a_new_folder(tmp_path: Path) -> None:

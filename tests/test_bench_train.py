@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tools import ROOT
 
 
 def test_the_benchmark_times_the_environment_make_train_sets() -> None:

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
-from tools import venv_tool
+from tools import ROOT, venv_tool
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 REQUIREMENTS = ROOT / "docker" / "requirements.txt"

@@ -20,8 +20,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from tools import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 UPLOAD_PY = ROOT / "gs" / "upload.py"
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 

@@ -26,9 +26,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from tools import venv_tool
+from tools import ROOT, make_tool, venv_tool
 
-ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 PARAMS_ENV = K8S / "base" / "params.env"
 OVERLAYS = ("gpu", "cpu")
@@ -567,9 +566,7 @@ def test_config_properties_agrees_with_the_manifests(
 
 @cache
 def _make_dry_run(*targets: str) -> str:
-    make = shutil.which("make")
-    if make is None:
-        pytest.skip("make not installed")
+    make = make_tool()
     result = subprocess.run(
         [make, "--no-print-directory", "-n", "-o", ".venv/.installed", *targets],
         cwd=ROOT,
@@ -610,9 +607,7 @@ def test_makefile_agrees_with_the_manifests(rendered: dict[str, list[dict[str, A
 
 
 def test_makefile_refuses_a_bucket_the_manifests_do_not_read() -> None:
-    make = shutil.which("make")
-    if make is None:
-        pytest.skip("make not installed")
+    make = make_tool()
     result = subprocess.run(
         [make, "--no-print-directory", "deploy", "BUCKET=another-bucket", "KUBECTL=false"],
         cwd=ROOT,

@@ -4,19 +4,14 @@ Python and pip are replaced by `true` here, so nothing is installed: the tests r
 Makefile's own check and the steps it guards.
 """
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from tools import ROOT, make_tool
 
 
 def _make_install(tmp_path: Path, needs_mb: int) -> subprocess.CompletedProcess[str]:
-    make = shutil.which("make")
-    if make is None:
-        pytest.skip("make not installed")
+    make = make_tool()
     return subprocess.run(
         [
             make,

@@ -8,6 +8,17 @@ from pathlib import Path
 
 import pytest
 
+#: The repository's root folder.
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_tool() -> str:
+    """Path of ``make``; skip the test where it is not installed."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make not installed")
+    return make
+
 
 def venv_tool(name: str, package: str) -> str:
     """Path of ``name`` beside this interpreter (the venv), else on ``PATH``; fail if absent."""
