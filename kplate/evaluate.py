@@ -188,15 +188,11 @@ def evaluate(
         for name, image, plates_found, dets in zip(names, images, found, detections):
             gts = [r for r in by_file[name] if r.get("box")]
             n_failed = len(report.failures)
-            _score_scene(report, name, gts, plates_found)
+            judged = _score_scene(report, name, gts, plates_found)
             _score_detections(report, gts, dets)
             if failures_dir is not None and len(report.failures) > n_failed:
-                drawn = annotate_scene_errors(
-                    image,
-                    [(tuple(r["box"]), plates.normalize(r["text"])) for r in gts],
-                    _judged(gts, plates_found),
-                )
-                _save(drawn, failures_dir, name)
+                labelled = [(tuple(r["box"]), plates.normalize(r["text"])) for r in gts]
+                _save(annotate_scene_errors(image, labelled, judged), failures_dir, name)
         bar.update(len(names))
     for start in range(0, len(crop_files), 32):
         names = crop_files[start : start + 32]
@@ -228,12 +224,6 @@ def _save(image: Image.Image, folder: Path, name: str) -> None:
     image.save(folder / (str(Path(name).with_suffix("")).replace("/", "__") + ".png"))
 
 
-def _judged(gts: list[dict[str, Any]], found: list[Plate]) -> list[tuple[Plate, bool]]:
-    """Each returned plate, and whether it matched a labelled plate and was read exactly."""
-    order, hits = _match(found, gts)
-    return [(p, g >= 0 and p.text == plates.normalize(gts[g]["text"])) for p, g in zip(order, hits)]
-
-
 def _load(path: Path) -> Any:
     with Image.open(path) as im:
         return to_rgb_array(im)
@@ -250,8 +240,11 @@ def _match(found: Sequence[_Found], gts: list[dict[str, Any]]) -> tuple[list[_Fo
     return order, targets.match(boxes, [np.array(r["box"]) for r in gts], IOU_THRESHOLD)
 
 
-def _score_scene(report: Report, name: str, gts: list[dict[str, Any]], found: list[Plate]) -> None:
-    """Returned plates against the labelled plates ``gts`` (rows with a box)."""
+def _score_scene(
+    report: Report, name: str, gts: list[dict[str, Any]], found: list[Plate]
+) -> list[tuple[Plate, bool]]:
+    """Returned plates against the labelled plates ``gts`` (rows with a box); returns each
+    returned plate and whether it matched a labelled plate and was read exactly."""
     order, hits = _match(found, gts)
     matched: dict[int, Plate] = {}
     for p, best in zip(order, hits):
@@ -280,6 +273,8 @@ def _score_scene(report: Report, name: str, gts: list[dict[str, Any]], found: li
                     "read": None if hit is None else hit.text,
                 }
             )
+    texts = [plates.normalize(r["text"]) for r in gts]
+    return [(p, g >= 0 and p.text == texts[g]) for p, g in zip(order, hits)]
 
 
 def _score_detections(report: Report, gts: list[dict[str, Any]], dets: list[Detection]) -> None:
