@@ -68,9 +68,8 @@ def annotate_scene_errors(
     found: Sequence[tuple[Plate, bool]],
 ) -> Image.Image:
     """A scene as ``kplate eval`` scored it: each labelled ``(box, text)`` in
-    :data:`LABEL_COLOR` with its text below, each returned plate with its text and detector
-    score above, in
-    :data:`RIGHT_COLOR` when it was read right, else :data:`WRONG_COLOR`."""
+    :data:`LABEL_COLOR` with its text below; each returned plate with its text and detector
+    score above, in :data:`RIGHT_COLOR` when it was read right, else :data:`WRONG_COLOR`."""
     img = _rgb(image)
     pen = _Pen(img)
     for (x0, y0, x1, y1), text in labelled:
