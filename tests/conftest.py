@@ -12,7 +12,6 @@ from tools import ROOT
 from kplate import Recognizer
 
 REAL_DEV = Path(os.environ.get("KPLATE_REAL_DEV", ROOT.parent / "shared" / "real-dev"))
-SAMPLES = ROOT / "tests" / "data" / "synthetic"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -9,9 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from tools import ROOT
+from tools import ROOT, SAMPLES
 
-SAMPLES = Path(__file__).parent / "data" / "synthetic"
 _spec = importlib.util.spec_from_file_location("corner_error", ROOT / "scripts" / "corner_error.py")
 assert _spec is not None and _spec.loader is not None
 corner_error = importlib.util.module_from_spec(_spec)

@@ -16,6 +16,7 @@ import pytest
 import torch
 from loose_crops import loose_crops_read_exactly
 from PIL import Image
+from tools import SAMPLES
 
 from kplate import Plate, Reading, Recognizer, plates
 from kplate.annotate import LABEL_COLOR, RIGHT_COLOR, WRONG_COLOR
@@ -28,8 +29,6 @@ from kplate.result import Detection
 from kplate.synth import read_labels, render_crop
 from kplate.train.data import CropDataset, in_share
 from kplate.train.tasks import CROP_READER_LOOSE_SHARE, task_dataset, training_setup
-
-SAMPLES = Path(__file__).parent / "data" / "synthetic"
 
 LABELS = read_labels(SAMPLES / "labels.jsonl")
 SCENES = sorted({r["file"] for r in LABELS if r["kind"] == "scene"})

@@ -3,13 +3,12 @@ BatchNorm folding it loads with: checked against the shipped weights on committe
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from loose_crops import loose_crops_read_exactly
 from PIL import Image
+from tools import SAMPLES
 
 from kplate import Recognizer, targets
 from kplate.config import DetectorConfig, ReaderConfig
@@ -19,7 +18,6 @@ from kplate.models.reader import PlateReader
 from kplate.result import Detection
 from kplate.synth import read_labels
 
-SAMPLES = Path(__file__).parent / "data" / "synthetic"
 SCENE = np.asarray(Image.open(SAMPLES / "scene_1.jpg").convert("RGB"))
 LABELS = [r for r in read_labels(SAMPLES / "labels.jsonl") if r["file"] == "scene_1.jpg"]
 

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tools import ROOT
+from tools import ROOT, SAMPLES
 
 from kplate import Recognizer
 from kplate.result import Detection
 
-SAMPLES = Path(__file__).parent / "data" / "synthetic"
 _spec = importlib.util.spec_from_file_location(
     "tune_inference", ROOT / "scripts" / "tune_inference.py"
 )

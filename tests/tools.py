@@ -10,6 +10,8 @@ import pytest
 
 #: The repository's root folder.
 ROOT = Path(__file__).resolve().parents[1]
+#: Synthetic sample images and their labels, made by the generator for the tests.
+SAMPLES = ROOT / "tests" / "data" / "synthetic"
 
 
 def make_tool() -> str:
