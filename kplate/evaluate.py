@@ -246,6 +246,7 @@ def _score_scene(
     """Returned plates against the labelled plates ``gts`` (rows with a box); returns each
     returned plate and whether it matched a labelled plate and was read exactly."""
     order, hits = _match(found, gts)
+    texts = [plates.normalize(r["text"]) for r in gts]
     matched: dict[int, Plate] = {}
     for p, best in zip(order, hits):
         if best >= 0:
@@ -255,8 +256,7 @@ def _score_scene(
             report.failures.append(
                 {"file": name, "kind": "scene", "false_plate": p.text, "box": list(p.box)}
             )
-    for g, row in enumerate(gts):
-        truth = plates.normalize(row["text"])
+    for g, (row, truth) in enumerate(zip(gts, texts)):
         hit = matched.get(g)
         for grp in _groups(row):
             t = report.scenes[grp]
@@ -273,7 +273,6 @@ def _score_scene(
                     "read": None if hit is None else hit.text,
                 }
             )
-    texts = [plates.normalize(r["text"]) for r in gts]
     return [(p, g >= 0 and p.text == texts[g]) for p, g in zip(order, hits)]
 
 
