@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
-from tools import ROOT
+from tools import ROOT, load_module
 
 
 def test_the_benchmark_times_the_environment_make_train_sets() -> None:
-    spec = importlib.util.spec_from_file_location(
-        "bench_train_threads", ROOT / "scripts" / "bench_train_threads.py"
-    )
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_module("bench_train_threads", ROOT / "scripts" / "bench_train_threads.py")
     line = re.search(r"^TRAIN_ENV := (.*)$", (ROOT / "Makefile").read_text(), re.M)
     assert line is not None
     train_env = dict(item.split("=", 1) for item in line.group(1).split())

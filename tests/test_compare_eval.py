@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,16 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tools import ROOT, SAMPLES
+from tools import ROOT, SAMPLES, load_module
 
 from kplate import Recognizer
 from kplate.evaluate import evaluate
 
-_spec = importlib.util.spec_from_file_location("compare_eval", ROOT / "scripts" / "compare_eval.py")
-assert _spec is not None and _spec.loader is not None
-compare = importlib.util.module_from_spec(_spec)
-sys.modules["compare_eval"] = compare  # its dataclasses look their module up
-_spec.loader.exec_module(compare)
+compare = load_module("compare_eval", ROOT / "scripts" / "compare_eval.py")
 
 
 @pytest.fixture(scope="module")

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from tools import ROOT, SAMPLES
+from tools import ROOT, SAMPLES, load_module
 
-_spec = importlib.util.spec_from_file_location("corner_error", ROOT / "scripts" / "corner_error.py")
-assert _spec is not None and _spec.loader is not None
-corner_error = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(corner_error)
+corner_error = load_module("corner_error", ROOT / "scripts" / "corner_error.py")
 
 # a plate seen in perspective: 300 x 70 px, sheared and tilted
 PLATE = np.array([[100, 50], [400, 80], [395, 150], [98, 122]], np.float32)

@@ -7,7 +7,6 @@ TorchServe is started with.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -16,11 +15,10 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from tools import ROOT
+from tools import ROOT, load_module
 
 UPLOAD_PY = ROOT / "gs" / "upload.py"
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
@@ -35,16 +33,7 @@ model_snapshot={"name":"startup.cfg","modelCount":1,"models":{"kplate":{"1.0":\\
 """
 
 
-def _load_upload() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kplate_gs_upload", UPLOAD_PY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-up = _load_upload()
+up = load_module("kplate_gs_upload", UPLOAD_PY)
 
 
 # --------------------------------------------------------------------------- fixtures

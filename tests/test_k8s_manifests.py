@@ -11,22 +11,19 @@ with ``gs/config/config.properties`` and the Makefile.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from tools import ROOT, make_tool, venv_tool
+from tools import ROOT, load_module, make_tool, venv_tool
 
 K8S = ROOT / "k8s"
 PARAMS_ENV = K8S / "base" / "params.env"
@@ -46,19 +43,7 @@ PLACEHOLDERS = re.compile(
 )
 
 
-def _load_upload() -> ModuleType:
-    name = "kplate_gs_upload"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "gs" / "upload.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-up = _load_upload()
+up = load_module("kplate_gs_upload", ROOT / "gs" / "upload.py")
 
 
 # --------------------------------------------------------------------------- rendering

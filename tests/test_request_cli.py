@@ -7,37 +7,23 @@ through TorchServe and the KServe front is in ``test_serving_integration.py``.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 from serving_support import REPO_ROOT, jpeg_bytes
+from tools import load_module
 
 from handler.local_serving import free_port
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "kplate_request_cli", REPO_ROOT / "request" / "request.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
-cli = _load()
+cli = load_module("kplate_request_cli", REPO_ROOT / "request" / "request.py")
 
 ONE_LINE = {
     "text": "123가4567", "layout": "one-line", "color": "white", "region": None,

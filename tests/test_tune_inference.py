@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from tools import ROOT, SAMPLES
+from tools import ROOT, SAMPLES, load_module
 
 from kplate import Recognizer
 from kplate.result import Detection
 
-_spec = importlib.util.spec_from_file_location(
-    "tune_inference", ROOT / "scripts" / "tune_inference.py"
-)
-assert _spec is not None and _spec.loader is not None
-tune = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tune)
+tune = load_module("tune_inference", ROOT / "scripts" / "tune_inference.py")
 
 
 def _scenes() -> list[np.ndarray]:

@@ -1,10 +1,13 @@
-"""Command-line tools the tests run, installed into the virtual environment by ``make install``."""
+"""Shared test helpers: the repository's folders, the command-line tools the tests run
+(installed into the virtual environment by ``make install``), and scripts loaded as modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -29,3 +32,16 @@ def venv_tool(name: str, package: str) -> str:
     if found is None:
         pytest.fail(f"{name} not found: `make install` provides it ({package})")
     return found
+
+
+def load_module(name: str, path: Path) -> ModuleType:
+    """The Python file ``path`` (a script, not a package module) imported as module ``name``,
+    once: registered in ``sys.modules``, where dataclasses look their module up."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
