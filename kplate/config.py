@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -15,6 +15,9 @@ from kplate.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "engine.yaml"
+
+#: The reader weights a plate can be read with (``reader.pt``, ``crop_reader.pt``).
+ReaderName = Literal["reader", "crop_reader"]
 
 
 class _Strict(BaseModel):
@@ -97,6 +100,17 @@ class ReaderConfig(_Strict):
     crop_cuts: tuple[tuple[float, float, float, float], ...] = Field(
         ((0.0, 0.0, 0.0, 0.0), (0.02, 0.0, -0.02, 0.0), (-0.02, 0.0, 0.02, 0.0)), min_length=1
     )
+    #: The weights whose slot probabilities are averaged (over every cut) for a detected
+    #: plate: ``reader`` is ``reader.pt``, ``crop_reader`` is ``crop_reader.pt`` (the reader
+    #: when the weights have none).
+    read_with: tuple[ReaderName, ...] = Field(("reader",), min_length=1)
+    #: The weights whose mean reading must be kept (:attr:`require_plate_shape` and
+    #: :attr:`min_text_score`) for a detection to be returned (``null``: those of
+    #: ``read_with``). ``crop_reader.pt`` has never seen a cut without a plate, so it
+    #: should not judge whether there is one.
+    judge_with: tuple[ReaderName, ...] | None = Field(None, min_length=1)
+    #: The same as ``read_with`` for crops given to :meth:`Recognizer.read`.
+    crop_read_with: tuple[ReaderName, ...] = Field(("crop_reader",), min_length=1)
 
     @cached_property
     def alphabet(self) -> str:

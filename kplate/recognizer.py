@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from kplate import plates, targets
-from kplate.config import DEFAULT_CONFIG, EngineConfig, load_config
+from kplate.config import DEFAULT_CONFIG, EngineConfig, ReaderName, load_config
 from kplate.imageio import ImageInput, to_rgb_array
 from kplate.models.detector import STRIDE, PlateDetector
 from kplate.models.layers import fold_batchnorm
@@ -129,6 +129,14 @@ class Recognizer:
         for model, name in models:
             load_weights(model, wdir / name, dev)
             fold_batchnorm(model.eval())
+        named = {*config.reader.read_with, *(config.reader.judge_with or ())}
+        if crop_reader is None and "crop_reader" in named:
+            log.warning(
+                "reader.read_with or judge_with names crop_reader but %s has no %s: "
+                "the reader stands in for it",
+                wdir,
+                CROP_READER_FILE,
+            )
         log.info(
             "loaded kplate weights from %s on %s (%s)",
             wdir,
@@ -185,10 +193,17 @@ class Recognizer:
                 crops += cuts
                 color = plate_color(cuts[0], d.color) if colored else d.color
                 owners.append((i, dataclasses.replace(d, color=color)))
-        probs = self._cut_probs(self.reader, crops, len(rc.cuts))
+        judges = rc.read_with if rc.judge_with is None else rc.judge_with
+        per = self._probs_by_reader({*rc.read_with, *judges}, crops, len(rc.cuts))
+        readings = self._decode(_mean_of(per, rc.read_with), rc.repair_min_score)
+        judged = (
+            readings
+            if set(judges) == set(rc.read_with)
+            else self._decode(_mean_of(per, judges), rc.repair_min_score)
+        )
         results: list[list[Plate]] = [[] for _ in arrays]
-        for (i, d), r in zip(owners, self._decode(probs, rc.repair_min_score)):
-            if self._accept(r):
+        for (i, d), r, j in zip(owners, readings, judged):
+            if self._accept(j) and self._accept(r):
                 results[i].append(Plate.from_parts(d, r))
         return results
 
@@ -325,7 +340,7 @@ class Recognizer:
         cuts = []
         for a, q in zip(arrays, quads):
             cuts += self._cuts(a, q, rc.crop_cuts)
-        probs = self._cut_probs(self.crop_reader, cuts, len(rc.crop_cuts))
+        probs = self._cut_probs(rc.crop_read_with, cuts, len(rc.crop_cuts))
         return self._decode(probs, rc.crop_repair_min_score)
 
     def _cuts(
@@ -335,12 +350,25 @@ class Recognizer:
         return [self.rectify(image, targets.expand_quad(quad, m)) for m in margins]
 
     def _cut_probs(
-        self, reader: torch.nn.Module, cuts: Sequence[np.ndarray], per_plate: int
+        self, readers: Sequence[ReaderName], cuts: Sequence[np.ndarray], per_plate: int
     ) -> np.ndarray:
-        """``reader``'s slot probabilities ``(plates, max_len, classes)``, each plate's
-        averaged over its ``per_plate`` consecutive ``cuts``."""
-        probs = self._slot_probs(reader, cuts)
-        return probs.reshape(-1, per_plate, *probs.shape[1:]).mean(1)
+        """Slot probabilities ``(plates, max_len, classes)``: each plate's averaged over its
+        ``per_plate`` consecutive ``cuts`` and over the ``readers`` named."""
+        return _mean_of(self._probs_by_reader(set(readers), cuts, per_plate), readers)
+
+    def _probs_by_reader(
+        self, readers: Iterable[ReaderName], cuts: Sequence[np.ndarray], per_plate: int
+    ) -> dict[ReaderName, np.ndarray]:
+        """Each of ``readers``' slot probabilities ``(plates, max_len, classes)``, each
+        plate's averaged over its ``per_plate`` consecutive ``cuts``."""
+        out = {}
+        for r in readers:
+            probs = self._slot_probs(self._reader(r), cuts)
+            out[r] = probs.reshape(-1, per_plate, *probs.shape[1:]).mean(1)
+        return out
+
+    def _reader(self, name: ReaderName) -> torch.nn.Module:
+        return self.crop_reader if name == "crop_reader" else self.reader
 
     def _decode(self, probs: np.ndarray, floor: float | None) -> list[Reading]:
         """Readings of slot probabilities ``(n, max_len, classes)``, repaired down to
@@ -411,6 +439,13 @@ class Recognizer:
         return Detection(
             corners=_corners(quad), score=score, layout=LAYOUTS[layout], color=COLORS[color]
         )
+
+
+def _mean_of(probs: Mapping[ReaderName, np.ndarray], readers: Sequence[ReaderName]) -> np.ndarray:
+    """The mean of the ``readers``' slot probabilities (the one array when there is one)."""
+    if len(set(readers)) == 1:
+        return probs[readers[0]]
+    return np.mean([probs[r] for r in dict.fromkeys(readers)], axis=0)
 
 
 def _whole(image: np.ndarray) -> np.ndarray:

@@ -45,3 +45,17 @@ def test_updated_changes_only_the_named_fields_and_validates() -> None:
         cfg.updated(detector={"score_threshold": 1.5})
     with pytest.raises(ValidationError, match="cut_margin"):
         cfg.updated(reader={"cut_margin": 0.1})  # a typo is refused, not ignored
+
+
+def test_readers_are_named_and_at_least_one() -> None:
+    cfg = load_config()
+    assert cfg.reader.read_with == ("reader",) and cfg.reader.crop_read_with == ("crop_reader",)
+    both = cfg.updated(reader={"read_with": ["reader", "crop_reader"]}).reader.read_with
+    assert both == ("reader", "crop_reader")
+    with pytest.raises(ValidationError, match="read_with"):
+        cfg.updated(reader={"read_with": ["crop-reader"]})
+    with pytest.raises(ValidationError, match="crop_read_with"):
+        cfg.updated(reader={"crop_read_with": []})
+    assert cfg.reader.judge_with is None  # the readers of read_with judge
+    with pytest.raises(ValidationError, match="judge_with"):
+        cfg.updated(reader={"judge_with": []})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import yaml
 from loose_crops import loose_crops_read_exactly
 from PIL import Image
 from tools import SAMPLES
@@ -24,7 +26,7 @@ from kplate.config import EngineConfig
 from kplate.errors import InvalidImageError, WeightsError
 from kplate.evaluate import char_accuracy, edit_distance, evaluate
 from kplate.models.reader import PlateReader
-from kplate.recognizer import WEIGHTS_DIR
+from kplate.recognizer import WEIGHTS_DIR, _whole
 from kplate.result import Detection
 from kplate.synth import read_labels, render_crop
 from kplate.train.data import CropDataset, in_share
@@ -150,24 +152,83 @@ def test_read_gives_a_crop_its_best_plate_string_with_the_score_to_judge_it(
         assert got == want
 
 
+def _with_random_crop_reader(recognizer: Recognizer, tmp_path: Path) -> Recognizer:
+    """The shipped detector and reader with a crop reader of random weights (in
+    ``tmp_path``), which reads nothing well: it shows which model read what."""
+    for name in ("detector.pt", "reader.pt"):
+        (tmp_path / name).symlink_to(WEIGHTS_DIR / name)
+    torch.manual_seed(0)
+    torch.save(PlateReader(recognizer.config.reader).state_dict(), tmp_path / "crop_reader.pt")
+    return Recognizer.load(tmp_path, device="cpu")
+
+
+def _texts(results: list[list[Plate]]) -> list[list[str]]:
+    return [[p.text for p in ps] for ps in results]
+
+
 def test_crops_are_read_by_the_crop_reader_when_the_weights_have_one(
     recognizer: Recognizer, tmp_path: Path
 ) -> None:
     """``crop_reader.pt`` next to the weights reads what ``read()`` is given; photos are still
     read by ``reader.pt``. A crop reader of random weights shows which model read what."""
 
-    for name in ("detector.pt", "reader.pt"):
-        (tmp_path / name).symlink_to(WEIGHTS_DIR / name)
-    torch.manual_seed(0)
-    torch.save(PlateReader(recognizer.config.reader).state_dict(), tmp_path / "crop_reader.pt")
-    other = Recognizer.load(tmp_path, device="cpu")
+    other = _with_random_crop_reader(recognizer, tmp_path)
     assert other.crop_reader is not other.reader
     tuned = other.reconfigured(reader={"crop_repair_min_score": None})
     assert tuned.crop_reader is other.crop_reader
     got, want = _crop_readings(other)
     assert got != want  # a random reader cannot read them
-    with_it, without = (_scene_results(r) for r in (other, recognizer))
-    assert [[p.text for p in ps] for ps in with_it] == [[p.text for p in ps] for ps in without]
+    assert _texts(_scene_results(other)) == _texts(_scene_results(recognizer))
+
+
+def test_plates_are_read_with_the_mean_of_the_readers_named(
+    recognizer: Recognizer, reader_only: Recognizer, tmp_path: Path
+) -> None:
+    """``reader.read_with`` (photos) and ``crop_read_with`` (crops) name the weights whose
+    slot probabilities are averaged. A crop reader of random weights tells them apart."""
+    other = _with_random_crop_reader(recognizer, tmp_path)
+    cuts = [
+        other.rectify(a, _whole(a))
+        for a in (np.asarray(Image.open(SAMPLES / n).convert("RGB")) for n in CROPS)
+    ]
+    reader, crop_reader = (other._cut_probs((r,), cuts, 1) for r in ("reader", "crop_reader"))
+    assert not np.allclose(reader, crop_reader)
+    both = other._cut_probs(("reader", "crop_reader"), cuts, 1)
+    np.testing.assert_allclose(both, (reader + crop_reader) / 2, rtol=1e-5, atol=1e-7)
+    # the names reach recognize() and read()
+    swapped = other.reconfigured(
+        reader={"read_with": ["crop_reader"], "crop_read_with": ["reader"]}
+    )
+    assert [r.text for r in swapped.read([Image.open(SAMPLES / n) for n in CROPS])] == [
+        r.text for r in reader_only.read([Image.open(SAMPLES / n) for n in CROPS])
+    ]
+    assert _texts(_scene_results(swapped)) != _texts(_scene_results(recognizer))
+
+
+def test_naming_a_crop_reader_the_weights_lack_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("detector.pt", "reader.pt"):
+        (tmp_path / name).symlink_to(WEIGHTS_DIR / name)
+    config = EngineConfig().updated(reader={"judge_with": ["crop_reader"]})
+    (tmp_path / "engine.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    with caplog.at_level(logging.WARNING, logger="kplate.recognizer"):
+        rec = Recognizer.load(tmp_path, device="cpu")
+    assert rec.crop_reader is rec.reader and rec.config.reader.judge_with == ("crop_reader",)
+    assert "names crop_reader" in caplog.text
+
+
+def test_detections_are_kept_only_when_the_judges_reading_is(
+    recognizer: Recognizer, tmp_path: Path
+) -> None:
+    """``reader.judge_with`` names the weights whose mean reading decides whether a detection
+    is a plate; the text is still ``read_with``'s."""
+    other = _with_random_crop_reader(recognizer, tmp_path)
+    want = _texts(_scene_results(recognizer))
+    assert _texts(_scene_results(other.reconfigured(reader={"judge_with": ["reader"]}))) == want
+    by_random = _texts(_scene_results(other.reconfigured(reader={"judge_with": ["crop_reader"]})))
+    assert sum(map(len, by_random)) < sum(map(len, want))
+    assert all(set(got) <= set(w) for got, w in zip(by_random, want))
 
 
 @pytest.mark.slow
