@@ -4,6 +4,7 @@ Machines are noisy, so every figure is also given as a ratio to a baseline measu
 same run: decoding the same 1920x1080 JPEG with PIL (a fixed, familiar amount of CPU work).
 
     .venv/bin/python scripts/bench_engine.py [--device cpu|cuda] [--repeats 30] [--json OUT]
+        [--against ENGINE_YAML]
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import torch
 from PIL import Image
 
 from kplate import Recognizer
+from kplate.config import EngineConfig, load_config
+from kplate.errors import ConfigError
 from kplate.imageio import decode_image
 from kplate.synth import render_scene
 
@@ -74,6 +77,32 @@ def first_look_only(rec: Recognizer) -> Recognizer:
     )
 
 
+#: Config fields that shape the models: an ``--against`` config must keep the weights' values.
+MODEL_FIELDS = {
+    "detector": ("width", "head_channels"),
+    "reader": ("height", "width", "width_mult", "max_len"),
+}
+
+
+def with_config(rec: Recognizer, config: EngineConfig) -> Recognizer:
+    """``rec``'s models under ``config``'s inference settings.
+
+    Raises:
+        ValueError: ``config`` shapes the models otherwise than the weights were built.
+    """
+    for section, names in MODEL_FIELDS.items():
+        for name in names:
+            built = getattr(getattr(rec.config, section), name)
+            asked = getattr(getattr(config, section), name)
+            if asked != built:
+                raise ValueError(
+                    f"{section}.{name} is {asked!r}, but the weights were built with {built!r}"
+                )
+    return rec.reconfigured(
+        detector=config.detector.model_dump(), reader=config.reader.model_dump()
+    )
+
+
 def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(xs, q))
 
@@ -89,7 +118,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--batches", default="1,8", help="batch sizes for throughput (GPU: 1,8,32)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="also time an engine config (engine.yaml with other inference settings) "
+        "against the shipped one, called in turn",
+    )
     args = ap.parse_args(argv)
+    against = None
+    if args.against is not None:
+        try:
+            against = load_config(args.against)
+        except ConfigError as exc:
+            ap.error(str(exc))
     if args.threads:
         torch.set_num_threads(args.threads)
     img, truth = one_plate_scene()
@@ -97,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     Image.fromarray(img).save(buf, "JPEG", quality=90)
     jpeg = buf.getvalue()
     rec = Recognizer.load(device=args.device)
+    other = None
+    if against is not None:
+        try:
+            other = with_config(rec, against)
+        except ValueError as exc:
+            ap.error(f"{args.against}: {exc}")
     got = [p.text for p in rec.recognize([img])[0]]
 
     def decode_only() -> None:
@@ -142,6 +191,20 @@ def main(argv: list[str] | None = None) -> int:
         },
         "throughput_images_per_s": {},
     }
+    if other is not None:
+        shipped, theirs = timed_pair(
+            lambda: rec.recognize([decode_image(jpeg)]),
+            lambda: other.recognize([decode_image(jpeg)]),
+            args.repeats,
+        )
+        results["against_config"] = {
+            "note": "from JPEG bytes, the shipped config and this one, called in turn",
+            "config": str(args.against),
+            "read": [p.text for p in other.recognize([img])[0]],
+            "p50_ms": round(pct(theirs, 50) * 1e3, 2),
+            "p50_shipped_ms": round(pct(shipped, 50) * 1e3, 2),
+            "ratio": round(pct(theirs, 50) / pct(shipped, 50), 2),
+        }
     tp: dict[str, float] = {}
     for b in (int(v) for v in args.batches.split(",")):
         batch = [img] * b
