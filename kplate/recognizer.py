@@ -133,7 +133,7 @@ class Recognizer:
         if crop_reader is None and "crop_reader" in named:
             log.warning(
                 "reader.read_with or judge_with names crop_reader but %s has no %s: "
-                "the reader stands in for it",
+                "the reader reads in its place",
                 wdir,
                 CROP_READER_FILE,
             )
@@ -361,11 +361,16 @@ class Recognizer:
         self, readers: Iterable[ReaderName], cuts: Sequence[np.ndarray], per_plate: int
     ) -> dict[ReaderName, np.ndarray]:
         """Each of ``readers``' slot probabilities ``(plates, max_len, classes)``, each
-        plate's averaged over its ``per_plate`` consecutive ``cuts``."""
+        plate's averaged over its ``per_plate`` consecutive ``cuts``; names of one model
+        (no crop reader) share one computation."""
+        by_model: dict[int, np.ndarray] = {}
         out = {}
         for r in readers:
-            probs = self._slot_probs(self._reader(r), cuts)
-            out[r] = probs.reshape(-1, per_plate, *probs.shape[1:]).mean(1)
+            model = self._reader(r)
+            if id(model) not in by_model:
+                probs = self._slot_probs(model, cuts)
+                by_model[id(model)] = probs.reshape(-1, per_plate, *probs.shape[1:]).mean(1)
+            out[r] = by_model[id(model)]
         return out
 
     def _reader(self, name: ReaderName) -> torch.nn.Module:

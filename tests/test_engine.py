@@ -216,6 +216,8 @@ def test_naming_a_crop_reader_the_weights_lack_warns(
         rec = Recognizer.load(tmp_path, device="cpu")
     assert rec.crop_reader is rec.reader and rec.config.reader.judge_with == ("crop_reader",)
     assert "names crop_reader" in caplog.text
+    default = Recognizer(rec.detector, rec.reader, EngineConfig(), rec.device)
+    assert _texts(_scene_results(rec)) == _texts(_scene_results(default))
 
 
 def test_detections_are_kept_only_when_the_judges_reading_is(
