@@ -182,9 +182,10 @@ class Recognizer:
     ) -> list[list[Plate]]:
         """Rectify and read the ``detections`` of each RGB array (from :meth:`detect`) with
         the weights of ``reader.read_with``; keep the plates read as a plate-shaped string,
-        by them and by those of ``reader.judge_with`` when it names others. A plate's colour is read from the pixels of
-        its first cut (:func:`kplate.plate_color.plate_color`); the detector's colour stands
-        in a greyscale photo. One list of plates per array."""
+        by them and by those of ``reader.judge_with`` when it names others. A plate's
+        colour is read from the pixels of its first cut
+        (:func:`kplate.plate_color.plate_color`); the detector's colour stands in a
+        greyscale photo. One list of plates per array."""
         rc = self.config.reader
         crops, owners = [], []
         for i, (img, dets) in enumerate(zip(arrays, detections)):
