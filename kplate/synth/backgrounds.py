@@ -16,6 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from kplate.synth.effects import channels3
+
 log = logging.getLogger(__name__)
 
 DEBIAN_DIRS: tuple[Path, ...] = (Path("/usr/share/backgrounds/mate"),)
@@ -129,8 +131,8 @@ def procedural(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     c0 = rng.integers(30, 220, size=3).astype(np.float32)
     c1 = rng.integers(30, 220, size=3).astype(np.float32)
     t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
-    img = (c0 * (1 - t) + c1 * t) * np.ones((1, w, 1), np.float32)
-    img = np.ascontiguousarray(img.astype(np.uint8))
+    # one row of the gradient per image row, widened after the cast (the values are the same)
+    img = np.ascontiguousarray(np.broadcast_to((c0 * (1 - t) + c1 * t).astype(np.uint8), (h, w, 3)))
     for _ in range(int(rng.integers(3, 14))):
         color = tuple(int(c) for c in rng.integers(0, 255, size=3))
         kind = rng.random()
@@ -147,8 +149,9 @@ def procedural(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     noise = rng.normal(0, float(rng.uniform(2, 12)), size=(h // 4 + 1, w // 4 + 1, 1)).astype(
         np.float32
     )
-    noise = np.asarray(cv2.resize(noise, (w, h)), np.float32)[..., None]
-    return np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    noise = np.asarray(cv2.resize(noise, (w, h)), np.float32)
+    out = np.add(img, channels3(noise), dtype=np.float32)
+    return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
 
 def background(rng: np.random.Generator, w: int, h: int, photo_share: float = 0.65) -> np.ndarray:

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from kplate.plates import PlateText
-from kplate.synth import fonts, text
+from kplate.synth import effects, fonts, text
 
 RGB = tuple[int, int, int]
 
@@ -224,7 +224,7 @@ def stamp(canvas: np.ndarray, mask: np.ndarray, x0: int, y0: int, ink: RGB) -> N
     xa, ya, xb, yb = max(0, x0), max(0, y0), min(W, x0 + w), min(H, y0 + h)
     if xa >= xb or ya >= yb:
         return
-    m = mask[ya - y0 : yb - y0, xa - x0 : xb - x0].astype(np.float32)[..., None] / 255.0
+    m = effects.channels3(mask[ya - y0 : yb - y0, xa - x0 : xb - x0].astype(np.float32) / 255.0)
     region = canvas[ya:yb, xa:xb].astype(np.float32)
     canvas[ya:yb, xa:xb] = (region * (1 - m) + np.array(ink, np.float32) * m).astype(np.uint8)
 
@@ -299,7 +299,8 @@ def render_plate(
         grad = np.linspace(
             float(rng.uniform(-18, 6)), float(rng.uniform(-6, 18)), W, dtype=np.float32
         )
-        canvas = np.clip(canvas.astype(np.float32) + grad[None, :, None], 0, 255).astype(np.uint8)
+        grad3 = np.repeat(grad[:, None], 3, axis=1)  # (W, 3): rows add as one contiguous run
+        canvas = np.clip(canvas.astype(np.float32) + grad3, 0, 255).astype(np.uint8)
     s = px_per_mm
     # raised border
     if rng.random() < 0.85:

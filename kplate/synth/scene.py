@@ -171,9 +171,10 @@ def _body(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         x = int(rng.integers(0, w))
         dx = int(rng.uniform(-0.5, 0.5) * h)
         cv2.line(streak, (x, 0), (x + dx, h), 1.0, max(1, int(w * rng.uniform(0.01, 0.08))))
-        light += _soft(streak, max(1.0, w * 0.02)) * float(rng.uniform(30, 120))
-    img = light[..., None] + paint
-    return np.clip(img, 0, 255).astype(np.uint8)
+        glow = _soft(streak, max(1.0, w * 0.02))
+        light += np.multiply(glow, float(rng.uniform(30, 120)), out=glow)
+    img = np.asarray(cv2.merge([light + c for c in paint]))  # light + paint, channel by channel
+    return np.clip(img, 0, 255, out=img).astype(np.uint8)
 
 
 def _car_patch(
@@ -438,10 +439,13 @@ def _place(
     alpha = cv2.warpPerspective(
         np.full(patch.shape[:2], 255, np.uint8), M, size, flags=cv2.INTER_LINEAR
     )
-    a = alpha.astype(np.float32)[..., None] / 255.0
-    a *= (protect[y0:y1, x0:x1] == 0)[..., None]
+    a = alpha.astype(np.float32) / 255.0
+    a *= protect[y0:y1, x0:x1] == 0
+    a = effects.channels3(a)
     region = canvas[y0:y1, x0:x1]
-    region[:] = (region * (1 - a) + warped * a).astype(np.uint8)
+    blend = region * (1 - a)
+    blend += warped * a
+    region[:] = blend
     return _as_corners(dst_plate)
 
 
