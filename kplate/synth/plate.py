@@ -280,6 +280,9 @@ class RenderedPlate:
     bare_one: bool
     #: Its "3"s are drawn with a flat top (older plates) rather than the font's round one.
     flat_three: bool
+    #: Its use syllable (하, 허 or 호) is drawn with the plate typeface's ㅎ
+    #: (:func:`~kplate.synth.fonts.plate_hieut`) rather than the font's.
+    plate_hieut: bool = False
 
 
 def render_plate(
@@ -287,8 +290,16 @@ def render_plate(
     style: PlateStyle,
     plate_text: PlateText,
     px_per_mm: float,
+    *,
+    hieut_share: float = 0.0,
 ) -> RenderedPlate:
-    """Render ``plate_text`` on a plate of ``style`` at ``px_per_mm`` resolution."""
+    """Render ``plate_text`` on a plate of ``style`` at ``px_per_mm`` resolution.
+
+    ``hieut_share``: the share of plates with the use syllable 하, 허 or 호 that letter it
+    with the plate typeface's ㅎ (:func:`~kplate.synth.fonts.plate_hieut`). The draw that
+    picks them is made only for those plates and only when the share is above 0, so other
+    plates, and every plate at 0, render as they would without it.
+    """
     W_mm, H_mm = style.size_mm
     W, H = max(8, round(W_mm * px_per_mm)), max(4, round(H_mm * px_per_mm))
     bg, ink = _colors(rng, style.color)
@@ -360,6 +371,11 @@ def render_plate(
     bare_one = rng.random() < (0.6 if style.layout == "two-line" else 0.2)
     # and "3" with a flat top (older plates, and some newer ones)
     flat_three = bare_one or rng.random() < 0.1
+    hieut = (
+        hieut_share > 0
+        and plate_text.use_char in fonts.HIEUT_SYLLABLES
+        and rng.random() < hieut_share
+    )
     cells = _layout_cells(rng, style, plate_text)
     for cell in cells:
         is_digit = cell.char.isdigit()
@@ -367,6 +383,8 @@ def render_plate(
             g = fonts.plain_one(font, weight)
         elif cell.char == "3" and flat_three:
             g = fonts.flat_three(font, weight)
+        elif hieut and cell.char == plate_text.use_char:
+            g = fonts.plate_hieut(hangul_font, cell.char, weight)
         else:
             g = fonts.glyph(font if is_digit else hangul_font, cell.char, weight)
         cw = (cell.x1 - cell.x0) * (fill if is_digit else min(1.0, fill + 0.08))
@@ -408,5 +426,10 @@ def render_plate(
             cv2.circle(canvas, (xb, yb), r, cap, -1, lineType=cv2.LINE_AA)
             cv2.circle(canvas, (xb, yb), r, (60, 60, 60), 1, lineType=cv2.LINE_AA)
     return RenderedPlate(
-        image=canvas, style=style, text=plate_text, bare_one=bare_one, flat_three=flat_three
+        image=canvas,
+        style=style,
+        text=plate_text,
+        bare_one=bare_one,
+        flat_three=flat_three,
+        plate_hieut=hieut,
     )

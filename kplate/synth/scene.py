@@ -28,6 +28,24 @@ CROP_MIN_W, CROP_MAX_W = 48.0, 300.0
 _PAINTS = ((235, 235, 235), (20, 20, 22), (90, 92, 96), (170, 172, 176), (40, 45, 70))
 _PAINT_P = np.array((0.34, 0.27, 0.17, 0.17, 0.05))
 _PAINT_P = _PAINT_P / _PAINT_P.sum()
+#: Share of plates whose use syllable is 하, 허 or 호 that letter it as the plate typeface
+#: does (an upright tick over the bar, a tall narrow ring: ``fonts.plate_hieut``) rather
+#: than as the fonts do, in scenes, crops and non-plate cuts; real-dev read such plates as
+#: 마. 0 renders every sample as before the option. Measured in the model card: 0.5 in
+#: gen-1206b, 0.9 in gen-1206d, gen-1206e and the detector and reader of gen-1206g and
+#: gen-1206h (real-dev's two 하 plates read right in gen-1206d).
+HIEUT_TYPEFACE_SHARE = 0.0
+#: Share of scenes with one more plate across the frame's left, right, top or bottom edge,
+#: ``CUT_PLATE_INSIDE`` of its width (or height) inside, left unlabelled as real photos'
+#: labels leave such plates out (real-dev's `cvlab_038`). Drawn after the labelled plates
+#: from a random stream of its own, and not at all at 0, so the labelled plates and the rest
+#: of the scene are as without it. Measured in the model card: 0.15 in gen-1206e (no false
+#: plate left on real-dev), gen-1206g and gen-1206h.
+CUT_PLATE_SHARE = 0.0
+#: A cut plate's share of its width (left and right edges) or height (top, bottom) inside.
+CUT_PLATE_INSIDE = (0.2, 0.85)
+#: A cut plate's width as a share of the frame's, drawn log-uniformly.
+CUT_PLATE_WIDTH = (0.05, 0.35)
 
 
 @dataclass(frozen=True)
@@ -71,7 +89,7 @@ class Sample:
 
 
 #: One random stream per kind of sample, so that adding a kind leaves the others' pixels alone.
-_STREAMS = {"scenes": 0, "crops": 1, "non-plates": 2, "loose-crops": 3}
+_STREAMS = {"scenes": 0, "crops": 1, "non-plates": 2, "loose-crops": 3, "cut-plates": 4}
 
 
 def sample_rng(seed: int, index: int, kind: str) -> np.random.Generator:
@@ -83,6 +101,18 @@ def sample_rng(seed: int, index: int, kind: str) -> np.random.Generator:
     if kind not in _STREAMS:
         raise ValueError(f"kind must be one of {tuple(_STREAMS)}, got {kind!r}")
     return np.random.default_rng([seed, index, _STREAMS[kind]])
+
+
+def _share(value: float | None, default: float, name: str) -> float:
+    """``value``, or the module's ``default`` when ``None``.
+
+    Raises:
+        ValueError: the share is not in [0, 1].
+    """
+    share = default if value is None else value
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {share}")
+    return share
 
 
 # ---------------------------------------------------------------- geometry
@@ -374,6 +404,46 @@ def _draw_text_box(rng: np.random.Generator, img: np.ndarray, x: int, y: int, he
 # ---------------------------------------------------------------- placing a plate
 
 
+@dataclass(frozen=True)
+class CutPlacement:
+    """Where a plate cut by the frame's edge goes: the ``edge`` it crosses (``left``,
+    ``right``, ``top`` or ``bottom``), the share of its width (or height) ``inside`` the
+    frame, and its place ``along`` the edge, 0 to 1 (inside the frame that way)."""
+
+    edge: str
+    inside: float
+    along: float
+
+
+CUT_EDGES = ("left", "right", "top", "bottom")
+
+
+def _cut_centre(
+    cut: CutPlacement, lo: np.ndarray, hi: np.ndarray, width: int, height: int
+) -> tuple[float, float]:
+    """The centre that puts a plate reaching from ``lo`` to ``hi`` ``(x, y)`` around its
+    centre across ``cut.edge`` of a ``width`` x ``height`` frame, ``cut.inside`` of it in.
+
+    Raises:
+        ValueError: ``cut.edge`` is not one of :data:`CUT_EDGES`.
+    """
+    inside = cut.inside * (hi - lo)
+
+    def along(axis: int, size: int) -> float:
+        first, last = 2 - lo[axis], size - 2 - hi[axis]
+        return float(first + cut.along * max(0.0, last - first))
+
+    if cut.edge == "left":
+        return float(inside[0] - hi[0]), along(1, height)
+    if cut.edge == "right":
+        return float(width - inside[0] - lo[0]), along(1, height)
+    if cut.edge == "top":
+        return along(0, width), float(inside[1] - hi[1])
+    if cut.edge == "bottom":
+        return along(0, width), float(height - inside[1] - lo[1])
+    raise ValueError(f"edge must be one of {CUT_EDGES}, got {cut.edge!r}")
+
+
 def _place(
     rng: np.random.Generator,
     canvas: np.ndarray,
@@ -384,15 +454,19 @@ def _place(
     center: tuple[float, float] | None,
     with_car: bool,
     view: tuple[np.ndarray, float] | None = None,
+    hieut_share: float = 0.0,
+    cut: CutPlacement | None = None,
 ) -> Corners | None:
     """Render a plate of ``target_w`` pixels, put it in perspective on ``canvas``.
 
     Pixels where ``protect`` is set (earlier plates) are not painted. Returns the plate
-    corners, or ``None`` when it does not fit inside the canvas.
+    corners, or ``None`` when it does not fit inside the canvas. ``hieut_share`` as
+    :func:`~kplate.synth.plate.render_plate`'s. With ``cut``, the plate is placed across the
+    canvas's edge as it says (``center`` unused), its corners partly outside.
     """
     H, W = canvas.shape[:2]
     px_per_mm = max(0.08, target_w * float(rng.uniform(1.0, 1.4)) / style.size_mm[0])
-    plate = render_plate(rng, style, plate_text, px_per_mm).image
+    plate = render_plate(rng, style, plate_text, px_per_mm, hieut_share=hieut_share).image
     if rng.random() < 0.25:
         plate = effects.dirt(rng, plate)
     patch, (ox, oy) = _car_patch(rng, plate, with_car)
@@ -414,7 +488,9 @@ def _place(
     lo, hi = proj_plate.min(0), proj_plate.max(0)
     if hi[0] - lo[0] > W - 4 or hi[1] - lo[1] > H - 4:
         return None
-    if center is None:
+    if cut is not None:
+        cx, cy = _cut_centre(cut, lo, hi, W, H)
+    elif center is None:
         cx = float(rng.uniform(2 - lo[0], W - 2 - hi[0]))
         cy = float(rng.uniform(2 - lo[1], H - 2 - hi[1]))
     else:
@@ -449,6 +525,44 @@ def _place(
     return _as_corners(dst_plate)
 
 
+def _cut_plate(
+    seed: int,
+    index: int,
+    canvas: np.ndarray,
+    protect: np.ndarray,
+    share: float,
+    hieut_share: float,
+) -> Corners | None:
+    """In ``share`` of the scenes, one more plate (on its car, mostly) across an edge of
+    ``canvas``, not painted where ``protect`` is set; its corners, partly outside the
+    canvas, or ``None`` when the scene has none. Drawn from scene ``index``'s own
+    ``cut-plates`` stream, and not at all when ``share`` is 0."""
+    if share <= 0:
+        return None
+    rng = sample_rng(seed, index, "cut-plates")
+    if rng.random() >= share:
+        return None
+    cut = CutPlacement(
+        str(rng.choice(CUT_EDGES)), float(rng.uniform(*CUT_PLATE_INSIDE)), float(rng.random())
+    )
+    style = pick_style(rng)
+    plate_text = text_for(rng, style)
+    lo, hi = np.log(CUT_PLATE_WIDTH)
+    target_w = float(np.exp(rng.uniform(lo, hi))) * canvas.shape[1]
+    return _place(
+        rng,
+        canvas,
+        protect,
+        style,
+        plate_text,
+        target_w,
+        None,
+        with_car=rng.random() < 0.75,
+        hieut_share=hieut_share,
+        cut=cut,
+    )
+
+
 def _as_corners(points: np.ndarray) -> Corners:
     """Four ``(x, y)`` points as a label's corners, plain floats."""
     a, b, c, d = ((float(x), float(y)) for x, y in points)
@@ -471,8 +585,23 @@ def _occlude(rng: np.random.Generator, img: np.ndarray, corners: Corners) -> Non
 # ---------------------------------------------------------------- public API
 
 
-def render_scene(seed: int, index: int, width: int = 640, height: int = 640) -> Sample:
-    """Render scene ``index`` of ``seed``: background, 0-4 plated cars, distractors, camera."""
+def render_scene(
+    seed: int,
+    index: int,
+    width: int = 640,
+    height: int = 640,
+    *,
+    hieut_share: float | None = None,
+    cut_share: float | None = None,
+) -> Sample:
+    """Render scene ``index`` of ``seed``: background, 0-4 plated cars, distractors, camera.
+
+    ``hieut_share``: the share of plates lettering 하 허 호 in the plate typeface, by default
+    :data:`HIEUT_TYPEFACE_SHARE`. ``cut_share``: the share of scenes with one more, unlabelled
+    plate cut by the frame's edge, by default :data:`CUT_PLATE_SHARE`.
+    """
+    hieut = _share(hieut_share, HIEUT_TYPEFACE_SHARE, "hieut_share")
+    cut = _share(cut_share, CUT_PLATE_SHARE, "cut_share")
     rng = sample_rng(seed, index, "scenes")
     img = backgrounds.background(rng, width, height)
     for _ in range(int(rng.integers(0, 4)) if rng.random() < 0.7 else 0):
@@ -497,7 +626,15 @@ def render_scene(seed: int, index: int, width: int = 640, height: int = 640) -> 
         target_w = width0
         for _attempt in range(4):
             corners = _place(
-                rng, img, protect, style, plate_text, target_w, None, with_car=rng.random() < 0.75
+                rng,
+                img,
+                protect,
+                style,
+                plate_text,
+                target_w,
+                None,
+                with_car=rng.random() < 0.75,
+                hieut_share=hieut,
             )
             if corners is not None:
                 break
@@ -514,6 +651,7 @@ def render_scene(seed: int, index: int, width: int = 640, height: int = 640) -> 
             img = effects.glare(
                 rng, img, (float(c[0]), float(c[1])), float(np.ptp(pts[:, 0])) * 0.6
             )
+    _cut_plate(seed, index, img, protect, cut, hieut)
     img = effects.degrade(rng, img)
     return Sample(image=np.ascontiguousarray(img), plates=tuple(labels))
 
@@ -560,7 +698,12 @@ def _degrade_crop(rng: np.random.Generator, canvas: np.ndarray, target_w: float)
 
 
 def render_crop(
-    seed: int, index: int, size: tuple[int, int] | None = None, loose: bool = False
+    seed: int,
+    index: int,
+    size: tuple[int, int] | None = None,
+    loose: bool = False,
+    *,
+    hieut_share: float | None = None,
 ) -> Sample:
     """Render a rectified plate crop, as the reader sees one after detection.
 
@@ -573,7 +716,11 @@ def render_crop(
     a rectified crop's) and the box's corners show what is around it; by default at the
     box's own aspect. Drawn from a random stream of its own, so the
     rectified crops of a seed stay as they were.
+
+    ``hieut_share``: the share of plates lettering 하 허 호 in the plate typeface, by default
+    :data:`HIEUT_TYPEFACE_SHARE`.
     """
+    hieut = _share(hieut_share, HIEUT_TYPEFACE_SHARE, "hieut_share")
     rng = sample_rng(seed, index, "loose-crops" if loose else "crops")
     style = pick_style(rng)
     plate_text = text_for(rng, style)
@@ -594,6 +741,7 @@ def render_crop(
         (cw / 2, ch / 2),
         with_car=rng.random() < 0.5,
         view=view,
+        hieut_share=hieut,
     )
     if corners is None:  # cannot happen with this canvas size, but stay safe
         raise RuntimeError(f"crop {index} of seed {seed}: plate did not fit")
@@ -631,13 +779,21 @@ def _crop_size(rng: np.random.Generator, target_w: float, aspect: float) -> tupl
 NON_PLATE_CAR_SHARE = 0.6
 
 
-def render_non_plate(seed: int, index: int, size: tuple[int, int] | None = None) -> Sample:
+def render_non_plate(
+    seed: int,
+    index: int,
+    size: tuple[int, int] | None = None,
+    *,
+    hieut_share: float | None = None,
+) -> Sample:
     """Render a cut with a plate's shape where there is no plate, as the detector's false boxes
     are: beside, above or below a plate on its car (bumper, lamps, grille, badge, sticker), or
     a sign or sticker with non-plate text. The sample has no plate labels.
 
-    The cut gets the same degradation and corner jitter as :func:`render_crop`'s.
+    The cut gets the same degradation and corner jitter as :func:`render_crop`'s, and the
+    plate beside it the same ``hieut_share``.
     """
+    hieut = _share(hieut_share, HIEUT_TYPEFACE_SHARE, "hieut_share")
     rng = sample_rng(seed, index, "non-plates")
     style = pick_style(rng)
     target_w = _crop_plate_width(rng)
@@ -657,6 +813,7 @@ def render_non_plate(seed: int, index: int, size: tuple[int, int] | None = None)
             (cw / 2, ch / 2),
             with_car=True,
             view=view,
+            hieut_share=hieut,
         )
         if plate is None:  # cannot happen with this canvas size, but stay safe
             raise RuntimeError(f"non-plate {index} of seed {seed}: plate did not fit")

@@ -52,11 +52,19 @@ class _CropTask:
     size: tuple[int, int]
     non_plate_share: float = 0.0
     loose_share: float = 0.0
+    hieut_share: float | None = None  # None: the generator's default
 
     def __call__(self, index: int) -> tuple[np.ndarray, str]:
         if in_share(index, self.non_plate_share):
-            return render_non_plate(self.seed, index, self.size).image, ""
-        s = render_crop(self.seed, index, self.size, loose=in_share(index, self.loose_share))
+            cut = render_non_plate(self.seed, index, self.size, hieut_share=self.hieut_share)
+            return cut.image, ""
+        s = render_crop(
+            self.seed,
+            index,
+            self.size,
+            loose=in_share(index, self.loose_share),
+            hieut_share=self.hieut_share,
+        )
         return s.image, s.plates[0].text.text
 
 
@@ -145,6 +153,8 @@ class CropDataset(Dataset):
     text (every slot padding), so that the reader learns to read a false detection as nothing.
     ``loose_share`` of the samples are, unless non-plate cuts, loose crops (upright boxes
     around tilted plates, :func:`~kplate.synth.scene.render_crop`), as people crop plates.
+    ``hieut_share`` of the plates with 하 허 호 letter it in the plate typeface
+    (:data:`~kplate.synth.scene.HIEUT_TYPEFACE_SHARE`, the default when ``None``).
     """
 
     def __init__(
@@ -157,12 +167,15 @@ class CropDataset(Dataset):
         augment: bool = True,
         non_plate_share: float = 0.0,
         loose_share: float = 0.0,
+        hieut_share: float | None = None,
     ) -> None:
         for name, share in (("non_plate_share", non_plate_share), ("loose_share", loose_share)):
             if not 0.0 <= share < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {share}")
+        if hieut_share is not None and not 0.0 <= hieut_share <= 1.0:
+            raise ValueError(f"hieut_share must be in [0, 1], got {hieut_share}")
         self.images, self.texts = _render(
-            _CropTask(seed, (cfg.width, cfg.height), non_plate_share, loose_share),
+            _CropTask(seed, (cfg.width, cfg.height), non_plate_share, loose_share, hieut_share),
             count,
             (cfg.height, cfg.width),
             f"render crops (seed {seed})",

@@ -60,6 +60,12 @@ READER_NON_PLATE_SHARE = 0.04
 #: Share of the crop reader's training and validation crops cut loose; the rest are
 #: rectified. It has no non-plate cuts: crops given to ``Recognizer.read`` are said to be plates.
 CROP_READER_LOOSE_SHARE = 0.5
+#: Share of the crop reader's training and validation plates with 하 허 호 that letter it in
+#: the plate typeface (``kplate.synth.fonts.plate_hieut``); ``None``: the generator's
+#: ``HIEUT_TYPEFACE_SHARE``, as the detector's and reader's data use. Measured in the model
+#: card: 0.5 in gen-1206g and gen-1206h (with the generator at 0.9), where a crop reader
+#: trained at 0.9 (gen-1206e) read the fonts' ㅎ worse.
+CROP_READER_HIEUT_SHARE: float | None = None
 
 
 def focal_loss(logits: torch.Tensor, heat: torch.Tensor, n_pos: int) -> torch.Tensor:
@@ -185,7 +191,13 @@ def task_dataset(
         )
     if task == "crop-reader":
         return CropDataset(
-            seed, count, cfg.reader, workers, progress, loose_share=CROP_READER_LOOSE_SHARE
+            seed,
+            count,
+            cfg.reader,
+            workers,
+            progress,
+            loose_share=CROP_READER_LOOSE_SHARE,
+            hieut_share=CROP_READER_HIEUT_SHARE,
         )
     raise ValueError(f"task must be one of {', '.join(DEFAULTS)}, got {task!r}")
 
