@@ -14,7 +14,7 @@ SEED ?= 0
 COUNT ?= 24
 OUT ?= data/preview
 
-.PHONY: help install deb lint test checks preview train train-detector train-reader train-crop-reader eval tune corner-error bench-engine bench-train clean
+.PHONY: help install deb lint test checks preview train train-detector train-reader train-crop-reader eval tune corner-error bench-engine bench-train bench-render clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -138,6 +138,9 @@ bench-engine: $(STAMP) ## engine latency (1920x1080, one plate) and throughput, 
 
 bench-train: $(STAMP) ## training steps side by side under each OpenMP wait policy and malloc setting, as ratios
 	$(PY) scripts/bench_train_threads.py --json runs/bench-train.json
+
+bench-render: $(STAMP) ## the generator's CPU time per sample against a git ref (AGAINST=HEAD), and whether the bytes are the same
+	$(PY) scripts/bench_render.py --against $(or $(AGAINST),HEAD) --json runs/bench-render.json
 
 # --- serving (issue 4) ---
 # The .mar is rebuilt when the handler, the engine source, its configs or its weights change.

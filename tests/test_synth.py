@@ -430,3 +430,14 @@ def test_some_scene_plates_roll_strongly() -> None:
     # 20% uniform up to 22 degrees: 20% x 14 / 22 = 12.7% beyond the usual 8
     assert 0.09 < (rolls_a > 8.0 + 1e-6).mean() < 0.16
     assert np.median(rolls_a) < 4.0
+
+
+def test_channels3_gives_the_same_sums_as_broadcasting_a_mask_over_rgb() -> None:
+    rng = np.random.default_rng(3)
+    mask = rng.random((37, 53), dtype=np.float32)
+    img = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    m3 = effects.channels3(mask)
+    assert m3.shape == (37, 53, 3) and m3.dtype == np.float32 and m3.flags.c_contiguous
+    np.testing.assert_array_equal(m3, np.repeat(mask[..., None], 3, axis=2))
+    broadcast = (img * (1 - mask[..., None]) + 255 * mask[..., None]).astype(np.uint8)
+    np.testing.assert_array_equal((img * (1 - m3) + 255 * m3).astype(np.uint8), broadcast)
