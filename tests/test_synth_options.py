@@ -114,14 +114,16 @@ def test_crops_and_scenes_take_the_share_or_the_module_default(
     assert render_crop(3, 26).plates[0].text.use_char == "하"
     assert render_crop(3, 25).plates[0].text.use_char == "누"
     for index, changes in ((26, True), (25, False)):
-        a, b = render_crop(3, index).image, render_crop(3, index, hieut_share=1.0).image
+        a = render_crop(3, index, hieut_share=0.0).image
+        b = render_crop(3, index, hieut_share=1.0).image
         assert (a.shape != b.shape or not np.array_equal(a, b)) == changes, index
     for index, changes in ((17, True), (15, False)):
-        fonts_way = render_scene(2, index, 320, 240)
+        fonts_way = render_scene(2, index, 320, 240, hieut_share=0.0)
         typeface_way = render_scene(2, index, 320, 240, hieut_share=1.0)
         assert (not np.array_equal(fonts_way.image, typeface_way.image)) == changes, index
         if not changes:
             assert fonts_way.plates == typeface_way.plates
+    monkeypatch.setattr(scene, "HIEUT_TYPEFACE_SHARE", 0.0)
     default = render_crop(3, 26, (160, 64)).image
     monkeypatch.setattr(scene, "HIEUT_TYPEFACE_SHARE", 1.0)
     typeface = render_crop(3, 26, (160, 64)).image
@@ -133,6 +135,7 @@ def test_crops_and_scenes_take_the_share_or_the_module_default(
 
 
 def test_cut_plates_add_pixels_but_no_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scene, "CUT_PLATE_SHARE", 0.0)
     plain = [render_scene(4, i, 320, 240) for i in range(6)]
     monkeypatch.setattr(scene, "CUT_PLATE_SHARE", 1.0)
     for i, before in enumerate(plain):
@@ -194,7 +197,8 @@ def test_the_crop_readers_hieut_share_reaches_its_crops(monkeypatch: pytest.Monk
     size = (cfg.reader.width, cfg.reader.height)
     # seed 2: crop 0 (rectified) carries 허, crop 1 (loose) 주
     assert render_crop(2, 0, size).plates[0].text.use_char == "허"
-    assert tasks.CROP_READER_HIEUT_SHARE is None  # the generator's default unless set
+    monkeypatch.setattr(scene, "HIEUT_TYPEFACE_SHARE", 0.0)
+    monkeypatch.setattr(tasks, "CROP_READER_HIEUT_SHARE", None)  # the generator's default
 
     def crops(task: str) -> np.ndarray:
         data = tasks.task_dataset(task, cfg, 2, 2, workers=1, progress=False)
