@@ -83,17 +83,10 @@ def glyph(path: str, char: str, weight: int = 0) -> np.ndarray:
     font = _font(path, GLYPH_PX)
     left, top, right, bottom = font.getbbox(char)
     w, h = max(1, right - left), max(1, bottom - top)
-    pad = 2 + max(0, weight)
+    pad = 2
     img = Image.new("L", (int(w) + 2 * pad, int(h) + 2 * pad), 0)
     ImageDraw.Draw(img).text((pad - left, pad - top), char, font=font, fill=255)
-    arr = np.asarray(img)
-    if weight:
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(weight) + 1,) * 2)
-        arr = cv2.dilate(arr, k) if weight > 0 else cv2.erode(arr, k)
-    ys, xs = np.nonzero(arr > 8)
-    if len(xs) == 0:
-        return np.zeros((1, 1), np.uint8)
-    return np.ascontiguousarray(arr[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+    return _reweight(np.asarray(img), weight)
 
 
 @functools.lru_cache(maxsize=256)
@@ -311,8 +304,8 @@ def _hieut_layout(ink: np.ndarray, cut: _VowelCut) -> _Hieut | None:
 
 
 def _reweight(mask: np.ndarray, weight: int) -> np.ndarray:
-    """``mask`` thickened (> 0) or thinned (< 0) by ``weight`` pixels a side as
-    :func:`glyph` does, cut to its ink."""
+    """``mask`` thickened (> 0) or thinned (< 0) by ``weight`` pixels a side (padded first
+    so thickened strokes keep room), cut to its ink (> 8); a 1 x 1 blank when it has none."""
     if weight:
         mask = np.pad(mask, max(0, weight))
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(weight) + 1,) * 2)
