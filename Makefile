@@ -90,18 +90,24 @@ train: $(STAMP) ## train detector and reader side by side, then the crop reader 
 # A full make train with them, 2026-12-06: 93.7 min (was 100.4), the shipped weights byte for byte.
 TRAIN_ENV := OMP_WAIT_POLICY=PASSIVE MALLOC_MMAP_THRESHOLD_=4294967295 MALLOC_TRIM_THRESHOLD_=17179869184
 
+# EMA="0.99 0.999" also keeps moving averages of each model's weights with these decays
+# (runs/*/model-ema<DECAY>.pt, validated at the last step); the trained weights, the ones
+# make train ships, are the same bytes with or without them.
+EMA ?=
+EMA_ARGS := $(if $(strip $(EMA)),--ema $(EMA))
+
 train-detector: $(STAMP) ## train the plate detector into runs/detector
-	$(TRAIN_ENV) $(VENV)/bin/kplate train detector --out $(RUNS)/detector --threads 1 --workers 1
+	$(TRAIN_ENV) $(VENV)/bin/kplate train detector --out $(RUNS)/detector --threads 1 --workers 1 $(EMA_ARGS)
 
 train-reader: $(STAMP) ## train the plate reader into runs/reader
-	$(TRAIN_ENV) $(VENV)/bin/kplate train reader --out $(RUNS)/reader --threads 2 --workers 2
+	$(TRAIN_ENV) $(VENV)/bin/kplate train reader --out $(RUNS)/reader --threads 2 --workers 2 $(EMA_ARGS)
 
 # The crop reader starts from a trained reader: by default the one train-reader wrote
 # (READER_INIT=kplate/weights/reader.pt starts from the shipped one).
 READER_INIT ?= $(RUNS)/reader/model.pt
 
 train-crop-reader: $(STAMP) ## fine-tune the reader on loose and rectified crops into runs/crop-reader
-	$(TRAIN_ENV) $(VENV)/bin/kplate train crop-reader --init $(READER_INIT) --out $(RUNS)/crop-reader --threads 2 --workers 2
+	$(TRAIN_ENV) $(VENV)/bin/kplate train crop-reader --init $(READER_INIT) --out $(RUNS)/crop-reader --threads 2 --workers 2 $(EMA_ARGS)
 
 # held-out synthetic sets: seeds the training never uses; re-rendered when the generator changes
 SYNTH_SRC := $(wildcard kplate/synth/*.py)

@@ -21,9 +21,12 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
+from kplate.config import EngineConfig, load_config
 from kplate.errors import WeightsError
+from kplate.recognizer import CONFIG_FILE, DETECTOR_FILE, READER_FILE, READER_FILES
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +35,7 @@ HANDLER_DIR = REPO_ROOT / "handler"
 #: The handler modules the worker imports; the rest of ``handler/`` is local tooling.
 HANDLER_MODULES = ("__init__.py", "protocol.py", "settings.py")
 #: Files without which the archive cannot serve.
-REQUIRED_WEIGHTS = ("detector.pt", "reader.pt")
-#: Left out: the served model reads whole photos; the crop reader only reads crops given to
-#: ``Recognizer.read`` (8.6 MB the workers would load for nothing).
-UNSERVED_WEIGHTS = ("crop_reader.pt",)
+REQUIRED_WEIGHTS = (DETECTOR_FILE, READER_FILE)
 DEFAULT_MODEL_NAME = "kplate"
 DEFAULT_VERSION = "1.0"
 
@@ -55,24 +55,54 @@ def archiver_executable() -> str:
     return found
 
 
-def stage(staging: Path, package_dir: Path) -> None:
-    """Copy the ``kplate`` package and the handler modules into ``staging``.
+def package_config(package_dir: Path) -> EngineConfig:
+    """The engine config the package's shipped weights are read with, as
+    ``Recognizer.load`` finds it: ``weights/engine.yaml``, else ``configs/engine.yaml``, else
+    the default."""
+    for path in (package_dir / "weights" / CONFIG_FILE, package_dir / "configs" / "engine.yaml"):
+        if path.is_file():
+            return load_config(path)
+    return load_config()
+
+
+def served_weights(config: EngineConfig) -> tuple[str, ...]:
+    """The weights files a model serving ``config`` loads: the detector's, the reader's and
+    those of the readers it reads or judges photos with (``reader.read_with``,
+    ``judge_with``). The crop reader's stays out unless it is one of them: a served model
+    reads whole photos, never the crops given to ``Recognizer.read``."""
+    named = {READER_FILES[name] for name in config.reader.photo_readers}
+    return (*REQUIRED_WEIGHTS, *sorted(named - set(REQUIRED_WEIGHTS)))
+
+
+def stage(staging: Path, package_dir: Path) -> tuple[str, ...]:
+    """Copy the ``kplate`` package (with the weights files of :func:`served_weights` only)
+    and the handler modules into ``staging``; returns the weights files copied.
 
     Raises:
-        WeightsError: a required weights file is missing from ``package_dir/weights``.
+        WeightsError: a weights file the package's engine config serves with is missing from
+            ``package_dir/weights``.
     """
     weights = package_dir / "weights"
-    missing = [name for name in REQUIRED_WEIGHTS if not (weights / name).is_file()]
+    served = served_weights(package_config(package_dir))
+    missing = [name for name in served if not (weights / name).is_file()]
     if missing:
         raise WeightsError(
             f"cannot build the .mar: {', '.join(missing)} missing in {weights} "
             "(train the models or fetch the shipped weights first)"
         )
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", *UNSERVED_WEIGHTS)
+    skip_always = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        skip = set(skip_always(directory, names))
+        if Path(directory) == weights:
+            skip |= {n for n in names if n.endswith(".pt") and n not in served}
+        return skip
+
     shutil.copytree(package_dir, staging / "kplate", ignore=ignore)
     (staging / "handler").mkdir()
     for name in HANDLER_MODULES:
         shutil.copy2(HANDLER_DIR / name, staging / "handler" / name)
+    return served
 
 
 def build_mar(
@@ -107,7 +137,7 @@ def build_mar(
     with tempfile.TemporaryDirectory(prefix="kplate-mar-") as tmp:
         staging = Path(tmp) / "extra"
         staging.mkdir()
-        stage(staging, package_dir)
+        served = stage(staging, package_dir)
         # The archiver stages files in $TMPDIR/<model_name>: a private TMPDIR keeps two
         # concurrent builds (make mar, the integration tests) from clobbering each other.
         archiver_tmp = Path(tmp) / "tmp"
@@ -131,13 +161,14 @@ def build_mar(
                 f"torch-model-archiver failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}"
             )
     mar = export_path / f"{model_name}.mar"
-    check_mar(mar)
+    check_mar(mar, served)
     logger.info("built %s (%.1f MB)", mar, mar.stat().st_size / 1e6)
     return mar
 
 
-def check_mar(mar: Path) -> None:
-    """Check that an archive holds the handler, its modules, the engine and the weights.
+def check_mar(mar: Path, weights: Sequence[str] = REQUIRED_WEIGHTS) -> None:
+    """Check that an archive holds the handler, its modules, the engine and the ``weights``
+    files.
 
     Raises:
         ArchiveError: the archive is missing or lacks a required file.
@@ -150,7 +181,7 @@ def check_mar(mar: Path) -> None:
         "model-config.yaml",
         "kplate/__init__.py",
         *(f"handler/{name}" for name in HANDLER_MODULES),
-        *(f"kplate/weights/{name}" for name in REQUIRED_WEIGHTS),
+        *(f"kplate/weights/{name}" for name in weights),
     }
     with zipfile.ZipFile(mar) as zf:
         names = set(zf.namelist())

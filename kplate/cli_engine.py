@@ -24,6 +24,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "val_count": args.val_count,
         "val_every": args.val_every,
         "threads": args.threads,
+        "ema": tuple(args.ema) if args.ema else None,
     }
     weights = run(
         args.task,
@@ -66,6 +67,15 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, dev: argparse.Argume
     p.add_argument("--val-every", type=int, default=None, help="validate every N steps")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--workers", type=int, default=None, help="rendering processes")
+    p.add_argument(
+        "--ema",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="DECAY",
+        help="also keep exponential moving averages of the weights with these decays, "
+        "written as OUT/model-ema<DECAY>.pt (the trained weights are unchanged)",
+    )
     p.set_defaults(func=cmd_train)
     add_inference_commands(sub, common, dev)
 

@@ -112,6 +112,12 @@ class ReaderConfig(_Strict):
     #: The same as ``read_with`` for crops given to :meth:`Recognizer.read`.
     crop_read_with: tuple[ReaderName, ...] = Field(("crop_reader",), min_length=1)
 
+    @property
+    def photo_readers(self) -> frozenset[ReaderName]:
+        """The weights a detected plate is read or judged with (``read_with`` and
+        ``judge_with``): those a model that reads whole photos needs."""
+        return frozenset((*self.read_with, *(self.judge_with or ())))
+
     @cached_property
     def alphabet(self) -> str:
         """Index 0 is the padding symbol; then digits, then every Hangul syllable used."""

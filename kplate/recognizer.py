@@ -31,6 +31,8 @@ DETECTOR_FILE = "detector.pt"
 READER_FILE = "reader.pt"
 #: Optional: reads the crops given to ``Recognizer.read`` (a reader fine-tuned on crops).
 CROP_READER_FILE = "crop_reader.pt"
+#: The weights file of each reader an engine config can name.
+READER_FILES: dict[ReaderName, str] = {"reader": READER_FILE, "crop_reader": CROP_READER_FILE}
 CONFIG_FILE = "engine.yaml"
 #: Images per detector forward pass.
 DETECT_BATCH = 8
@@ -129,8 +131,7 @@ class Recognizer:
         for model, name in models:
             load_weights(model, wdir / name, dev)
             fold_batchnorm(model.eval())
-        named = {*config.reader.read_with, *(config.reader.judge_with or ())}
-        if crop_reader is None and "crop_reader" in named:
+        if crop_reader is None and "crop_reader" in config.reader.photo_readers:
             log.warning(
                 "reader.read_with or judge_with names crop_reader but %s has no %s: "
                 "the reader reads in its place",

@@ -8,11 +8,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 from serving_support import REPO_ROOT
 
-from handler.archive import HANDLER_MODULES, ArchiveError, check_mar, stage
+from handler.archive import HANDLER_MODULES, ArchiveError, check_mar, served_weights, stage
 from handler.kserve_front import loopback_url, model_names, read_properties, workers_ready
 from handler.local_serving import Ports, free_port, render_config
+from kplate.config import EngineConfig
 from kplate.errors import WeightsError
 
 CONFIG = REPO_ROOT / "gs" / "config" / "config.properties"
@@ -100,22 +102,61 @@ def test_stage_refuses_missing_weights(tmp_path: Path) -> None:
         stage(tmp_path / "out", package)
 
 
-def test_stage_copies_package_and_handler_modules(tmp_path: Path) -> None:
+def _package(tmp_path: Path, read_with: list[str], weights: tuple[str, ...]) -> Path:
+    """A ``kplate`` package folder whose engine config reads photos with ``read_with``."""
     package = tmp_path / "kplate"
     (package / "weights").mkdir(parents=True)
+    (package / "configs").mkdir()
     (package / "__pycache__").mkdir()
     (package / "__pycache__" / "x.pyc").write_bytes(b"")
     (package / "__init__.py").write_text("")
-    for name in ("detector.pt", "reader.pt", "crop_reader.pt"):
+    (package / "configs" / "engine.yaml").write_text(
+        yaml.safe_dump({"reader": {"read_with": read_with}})
+    )
+    for name in weights:
         (package / "weights" / name).write_bytes(b"w")
+    return package
+
+
+ALL_WEIGHTS = ("detector.pt", "reader.pt", "crop_reader.pt")
+
+
+def test_stage_copies_package_and_handler_modules(tmp_path: Path) -> None:
+    package = _package(tmp_path, ["reader"], ALL_WEIGHTS)
     out = tmp_path / "out"
     out.mkdir()
-    stage(out, package)
+    assert stage(out, package) == ("detector.pt", "reader.pt")
     assert (out / "kplate" / "weights" / "reader.pt").is_file()
-    # the served model reads photos, never crops: the crop reader stays out of the .mar
+    # photos are read by the reader alone here: the crop reader stays out of the .mar
     assert not (out / "kplate" / "weights" / "crop_reader.pt").exists()
+    assert (out / "kplate" / "configs" / "engine.yaml").is_file()
     assert not (out / "kplate" / "__pycache__").exists()
     assert sorted(p.name for p in (out / "handler").iterdir()) == sorted(HANDLER_MODULES)
+
+
+def test_stage_carries_the_crop_reader_when_the_config_reads_photos_with_it(
+    tmp_path: Path,
+) -> None:
+    package = _package(tmp_path, ["reader", "crop_reader"], ALL_WEIGHTS)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert stage(out, package) == ALL_WEIGHTS
+    assert (out / "kplate" / "weights" / "crop_reader.pt").is_file()
+    # named but absent: refused, not served with the reader in its place
+    (package / "weights" / "crop_reader.pt").unlink()
+    with pytest.raises(WeightsError, match=r"crop_reader\.pt"):
+        stage(tmp_path / "again", package)
+
+
+def test_served_weights_follow_the_readers_that_read_and_judge_photos() -> None:
+    cfg = EngineConfig()
+    only = cfg.updated(reader={"read_with": ["reader"], "judge_with": None})
+    assert served_weights(only) == ("detector.pt", "reader.pt")
+    judged = only.updated(reader={"judge_with": ["crop_reader"]})
+    assert served_weights(judged) == ALL_WEIGHTS
+    crop_only = only.updated(reader={"read_with": ["crop_reader"], "crop_read_with": ["reader"]})
+    # the reader stays: it reads in the crop reader's place if that file is ever absent
+    assert served_weights(crop_only) == ALL_WEIGHTS
 
 
 def test_check_mar_names_what_is_missing(tmp_path: Path) -> None:

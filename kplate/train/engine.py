@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,9 @@ class TrainArgs:
     train_count: int = 10000
     val_count: int = 500
     threads: int = 0
+    #: Decays of exponential moving averages of the weights kept beside the trained ones
+    #: (each written as ``model-ema<decay>.pt``); none by default.
+    ema: tuple[float, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -52,6 +57,49 @@ class TrainArgs:
                 )
         if not (0 < self.lr < 1):
             raise ValueError(f"--lr must be in (0, 1), got {self.lr}")
+        self.ema = tuple(float(d) for d in self.ema)
+        if any(not (0 < d < 1) for d in self.ema) or len(set(self.ema)) != len(self.ema):
+            raise ValueError(f"--ema decays must be distinct and in (0, 1), got {self.ema}")
+
+
+def snapshot(model: nn.Module) -> OrderedDict[str, torch.Tensor]:
+    """A detached copy of ``model``'s state_dict."""
+    return OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and float buffers (BatchNorm's
+    running statistics too), updated after each optimiser step; integer buffers are copied.
+
+    The decay is warmed up, ``min(decay, (1 + step) / (10 + step))``, so the average does not
+    linger on the first steps' weights. It reads the model and draws no random numbers: the
+    trained weights are the same bytes with or without it.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.state = snapshot(model)
+
+    @property
+    def filename(self) -> str:
+        return f"model-ema{self.decay:g}.pt"
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        """Fold in the weights after optimiser step ``step`` (0-based)."""
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            avg = self.state[k]
+            if avg.is_floating_point():
+                avg.lerp_(v, 1.0 - d)
+            else:
+                avg.copy_(v)
+
+    def model_like(self, model: nn.Module) -> nn.Module:
+        """A copy of ``model`` holding the averaged weights."""
+        out = copy.deepcopy(model)
+        out.load_state_dict(self.state)
+        return out
 
 
 def cycle(loader: DataLoader) -> Iterator[Any]:
@@ -76,8 +124,10 @@ def save_checkpoint(
     args: TrainArgs,
     step: int,
     history: list[dict[str, float]],
+    averages: Sequence[WeightAverage] = (),
 ) -> None:
-    """One dict: model, optimizer, scheduler, args, step and the metric history."""
+    """One dict: model, optimizer, scheduler, args, step, the metric history and the
+    weight averages (by decay)."""
     tmp = path.with_suffix(".tmp")
     torch.save(
         {
@@ -87,6 +137,7 @@ def save_checkpoint(
             "args": asdict(args),
             "step": step,
             "history": history,
+            "ema": {str(a.decay): a.state for a in averages},
         },
         tmp,
     )
@@ -153,12 +204,22 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, args.steps, args.warmup))
     step, history = 0, []
+    averages = [WeightAverage(model, d) for d in args.ema]
     if resume is not None:
         ck = torch.load(resume, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         step, history = int(ck["step"]), list(ck["history"])
+        saved = ck.get("ema", {})
+        for a in averages:
+            if str(a.decay) in saved:
+                a.state = saved[str(a.decay)]
+            else:
+                a.state = snapshot(model)
+                log.warning(
+                    "%s has no average of decay %g: it starts at step %d", resume, a.decay, step
+                )
         log.info("resumed %s at step %d", resume, step)
     model.train()
     batches = cycle(loader)
@@ -166,6 +227,8 @@ def train(
     t0, running = time.time(), 0.0
     while step < args.steps:
         loss, parts = optimiser_step(model, opt, loss_fn, next(batches), step)
+        for a in averages:
+            a.update(model, step)
         sched.step()
         step += 1
         running = 0.9 * running + 0.1 * loss.item() if step > 1 else loss.item()
@@ -178,10 +241,17 @@ def train(
             with torch.inference_mode():
                 metrics = validate(model)
             model.train()
+            if step == args.steps:  # the averages are validated once, at the end
+                for a in averages:
+                    with torch.inference_mode():
+                        got = validate(a.model_like(model).eval())
+                    metrics.update({f"ema{a.decay:g}_{k}": v for k, v in got.items()})
             history.append({"step": step, "val": 1.0, **metrics})
             log.info("step %d (%.0f s): %s", step, time.time() - t0, json.dumps(metrics))
-            save_checkpoint(out / "last.ckpt", model, opt, sched, args, step, history)
+            save_checkpoint(out / "last.ckpt", model, opt, sched, args, step, history, averages)
             torch.save(model.state_dict(), out / "model.pt")
+            for a in averages:
+                torch.save(a.state, out / a.filename)
             (out / "history.json").write_text(json.dumps(history, indent=1))
             plot_curves(history, out / "curves.png")
     bar.close()
