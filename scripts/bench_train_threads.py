@@ -83,7 +83,8 @@ SETUP_S = 30.0
 
 def side_by_side(name: str, seconds: float, detector_nice: int = 0) -> dict[str, float]:
     """Run both workers at once in environment ``name``, the detector's at niceness
-    ``detector_nice``, timed over the same ``seconds``; median seconds per step of each."""
+    ``detector_nice``, timed over the same ``seconds``; each one's mean seconds per step
+    (:func:`worker`)."""
     unset = {k for e in ENVIRONMENTS.values() for k in e}  # the variables any of them sets
     env = {k: v for k, v in os.environ.items() if k not in unset} | ENVIRONMENTS[name]
     start = time.time() + SETUP_S

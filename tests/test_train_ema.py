@@ -28,13 +28,13 @@ def test_the_average_follows_the_warmed_up_decay_and_copies_integer_buffers() ->
         lin.weight.add_(1.0)
         assert bn.num_batches_tracked is not None
         bn.num_batches_tracked.add_(7)
-    avg.update(model, step=0)  # warm-up: decay min(0.9, 1 / 10) = 0.1
+    avg.update(model.state_dict(), step=0)  # warm-up: decay min(0.9, 1 / 10) = 0.1
     torch.testing.assert_close(avg.state["0.weight"], start + 0.9 * (lin.weight.detach() - start))
     assert int(avg.state["1.num_batches_tracked"]) == 7
     with torch.no_grad():
         lin.weight.add_(1.0)
     before = avg.state["0.weight"].clone()
-    avg.update(model, step=1000)  # past the warm-up: the decay itself
+    avg.update(model.state_dict(), step=1000)  # past the warm-up: the decay itself
     torch.testing.assert_close(avg.state["0.weight"], before + 0.1 * (lin.weight.detach() - before))
     averaged = avg.model_like(model)
     assert torch.equal(averaged.state_dict()["0.weight"], avg.state["0.weight"])

@@ -8,7 +8,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,11 +62,6 @@ class TrainArgs:
             raise ValueError(f"--ema decays must be distinct and in (0, 1), got {self.ema}")
 
 
-def snapshot(model: nn.Module) -> OrderedDict[str, torch.Tensor]:
-    """A detached copy of ``model``'s state_dict."""
-    return OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
-
-
 class WeightAverage:
     """An exponential moving average of a model's weights and float buffers (BatchNorm's
     running statistics too), updated after each optimiser step; integer buffers are copied.
@@ -78,17 +73,17 @@ class WeightAverage:
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
-        self.state = snapshot(model)
+        self.state = OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
 
     @property
     def filename(self) -> str:
         return f"model-ema{self.decay:g}.pt"
 
     @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        """Fold in the weights after optimiser step ``step`` (0-based)."""
+    def update(self, weights: Mapping[str, torch.Tensor], step: int) -> None:
+        """Fold in ``weights`` (the model's state_dict) after optimiser step ``step`` (0-based)."""
         d = min(self.decay, (1 + step) / (10 + step))
-        for k, v in model.state_dict().items():
+        for k, v in weights.items():
             avg = self.state[k]
             if avg.is_floating_point():
                 avg.lerp_(v, 1.0 - d)
@@ -203,32 +198,33 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, args.steps, args.warmup))
-    step, history = 0, []
-    averages = [WeightAverage(model, d) for d in args.ema]
+    step, history, saved = 0, [], {}
     if resume is not None:
         ck = torch.load(resume, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
-        step, history = int(ck["step"]), list(ck["history"])
-        saved = ck.get("ema", {})
-        for a in averages:
-            if str(a.decay) in saved:
-                a.state = saved[str(a.decay)]
-            else:
-                a.state = snapshot(model)
-                log.warning(
-                    "%s has no average of decay %g: it starts at step %d", resume, a.decay, step
-                )
+        step, history, saved = int(ck["step"]), list(ck["history"]), ck.get("ema", {})
         log.info("resumed %s at step %d", resume, step)
+    # each average starts from the weights trained so far, or carries on where it was saved
+    averages = [WeightAverage(model, d) for d in args.ema]
+    for a in averages:
+        if str(a.decay) in saved:
+            a.state = saved[str(a.decay)]
+        elif resume is not None:
+            log.warning(
+                "%s has no average of decay %g: it starts at step %d", resume, a.decay, step
+            )
     model.train()
     batches = cycle(loader)
     bar = tqdm(total=args.steps, initial=step, desc=f"train {args.task}", disable=not progress)
     t0, running = time.time(), 0.0
     while step < args.steps:
         loss, parts = optimiser_step(model, opt, loss_fn, next(batches), step)
-        for a in averages:
-            a.update(model, step)
+        if averages:
+            weights = model.state_dict()
+            for a in averages:
+                a.update(weights, step)
         sched.step()
         step += 1
         running = 0.9 * running + 0.1 * loss.item() if step > 1 else loss.item()
