@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kplate import plates
 from kplate.errors import ConfigError
@@ -109,8 +116,22 @@ class ReaderConfig(_Strict):
     #: ``read_with``). ``crop_reader.pt`` has never seen a cut without a plate, so it
     #: should not judge whether there is one.
     judge_with: tuple[ReaderName, ...] | None = Field(None, min_length=1)
+    #: When set (with ``judge_with``), a detected plate is read by the weights of
+    #: ``judge_with`` alone, and by the mean of ``read_with`` only when that reading is kept
+    #: and its score is below this: the other weights run on the plates their judges are
+    #: unsure of, not on every plate. ``null``: every plate is read with ``read_with``.
+    second_opinion_below: float | None = Field(None, gt=0, le=1)
     #: The same as ``read_with`` for crops given to :meth:`Recognizer.read`.
     crop_read_with: tuple[ReaderName, ...] = Field(("crop_reader",), min_length=1)
+
+    @model_validator(mode="after")
+    def _second_opinion_needs_judges(self) -> ReaderConfig:
+        if self.second_opinion_below is not None and self.judge_with is None:
+            raise ValueError(
+                "second_opinion_below needs judge_with: the plates are first read with "
+                "judge_with's weights, then with read_with's where those are unsure"
+            )
+        return self
 
     @property
     def photo_readers(self) -> frozenset[ReaderName]:

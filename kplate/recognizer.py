@@ -183,7 +183,9 @@ class Recognizer:
     ) -> list[list[Plate]]:
         """Rectify and read the ``detections`` of each RGB array (from :meth:`detect`) with
         the weights of ``reader.read_with``; keep the plates read as a plate-shaped string,
-        by them and by those of ``reader.judge_with`` when it names others. A plate's
+        by them and by those of ``reader.judge_with`` when it names others. With
+        ``reader.second_opinion_below``, the judges read every plate and ``read_with`` only
+        the kept plates they read below that score (:meth:`_read_plates`). A plate's
         colour is read from the pixels of its first cut
         (:func:`kplate.plate_color.plate_color`); the detector's colour stands in a
         greyscale photo. One list of plates per array."""
@@ -196,19 +198,42 @@ class Recognizer:
                 crops += cuts
                 color = plate_color(cuts[0], d.color) if colored else d.color
                 owners.append((i, dataclasses.replace(d, color=color)))
-        judges = rc.read_with if rc.judge_with is None else rc.judge_with
-        per = self._probs_by_reader({*rc.read_with, *judges}, crops, len(rc.cuts))
-        readings = self._decode(_mean_of(per, rc.read_with), rc.repair_min_score)
-        judged = (
-            readings
-            if set(judges) == set(rc.read_with)
-            else self._decode(_mean_of(per, judges), rc.repair_min_score)
-        )
+        readings, judged = self._read_plates(crops)
         results: list[list[Plate]] = [[] for _ in arrays]
         for (i, d), r, j in zip(owners, readings, judged):
             if self._accept(j) and self._accept(r):
                 results[i].append(Plate.from_parts(d, r))
         return results
+
+    def _read_plates(self, crops: Sequence[np.ndarray]) -> tuple[list[Reading], list[Reading]]:
+        """Each detected plate's reading and its judges' reading, from its
+        ``len(reader.cuts)`` consecutive ``crops``. Without ``second_opinion_below`` every
+        reader of ``read_with`` and ``judge_with`` reads every plate; with it, the judges read
+        every plate and the other readers only the plates the judges keep below that score,
+        whose reading becomes the mean of ``read_with``; the rest keep the judges' reading."""
+        rc = self.config.reader
+        n = len(rc.cuts)
+        judges = rc.read_with if rc.judge_with is None else rc.judge_with
+        below = rc.second_opinion_below
+        if below is None:
+            per = self._probs_by_reader({*rc.read_with, *judges}, crops, n)
+            readings = self._decode(_mean_of(per, rc.read_with), rc.repair_min_score)
+            if set(judges) == set(rc.read_with):
+                return readings, readings
+            return readings, self._decode(_mean_of(per, judges), rc.repair_min_score)
+        per = self._probs_by_reader(set(judges), crops, n)
+        judged = self._decode(_mean_of(per, judges), rc.repair_min_score)
+        unsure = [k for k, j in enumerate(judged) if j.score < below and self._accept(j)]
+        readings = list(judged)
+        if unsure:
+            again = [crops[k * n + c] for k in unsure for c in range(n)]
+            rest = self._probs_by_reader({*rc.read_with} - {*judges}, again, n)
+            probs = {name: p[unsure] for name, p in per.items()} | rest
+            for k, r in zip(
+                unsure, self._decode(_mean_of(probs, rc.read_with), rc.repair_min_score)
+            ):
+                readings[k] = r
+        return readings, judged
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         """Run the detector on RGB arrays at every configured scale; corners in original pixels.
@@ -283,7 +308,7 @@ class Recognizer:
             chunk = jobs[start : start + REFINE_BATCH]
             batch = self._batch([targets.cut_window(images[i], w) for i, _, w in chunk])
             with torch.inference_mode():
-                raw = self.detector(batch).float().cpu().numpy()
+                raw = self.detector(batch, normalized=True).float().cpu().numpy()
             for (i, k, w), r in zip(chunk, raw):
                 peaks = targets.decode_detections(
                     r, STRIDE, cfg.refine_min_score, cfg.nms_iou, cfg.max_plates
@@ -312,7 +337,7 @@ class Recognizer:
                 idx = members[start : start + DETECT_BATCH]
                 batch = self._batch([prepared[i].image for i in idx])
                 with torch.inference_mode():
-                    raw = self.detector(batch).float().cpu().numpy()
+                    raw = self.detector(batch, normalized=True).float().cpu().numpy()
                 for i, r in zip(idx, raw):
                     dets = targets.decode_detections(
                         r, STRIDE, cfg.score_threshold, cfg.nms_iou, cfg.max_plates
@@ -434,12 +459,14 @@ class Recognizer:
         return _Prepared(cv2.resize(larger.image, size, interpolation=cv2.INTER_AREA), scale)
 
     def _batch(self, images: list[np.ndarray]) -> torch.Tensor:
-        """Pad images of one padded shape (bottom/right, black) to a multiple-of-32 canvas."""
+        """Pad images of one padded shape (bottom/right, black) to a multiple-of-32 canvas,
+        standardised for the detector (``normalized=True``), channels last."""
         H, W = _padded_shape(images[0])
         canvas = np.zeros((len(images), H, W, 3), np.uint8)
         for k, im in enumerate(images):
             canvas[k, : im.shape[0], : im.shape[1]] = im
-        x = torch.from_numpy(canvas).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        x = torch.from_numpy(canvas).to(self.device).permute(0, 3, 1, 2).contiguous()
+        x = self.detector.normalize_(x.float().div_(255.0))
         return x.contiguous(memory_format=torch.channels_last)
 
     @staticmethod

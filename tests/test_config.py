@@ -59,3 +59,7 @@ def test_readers_are_named_and_at_least_one() -> None:
     assert cfg.reader.judge_with is None  # the readers of read_with judge
     with pytest.raises(ValidationError, match="judge_with"):
         cfg.updated(reader={"judge_with": []})
+    with pytest.raises(ValidationError, match="second_opinion_below needs judge_with"):
+        cfg.updated(reader={"second_opinion_below": 0.5})
+    with pytest.raises(ValidationError, match="second_opinion_below"):
+        cfg.updated(reader={"judge_with": ["reader"], "second_opinion_below": 0.0})

@@ -235,6 +235,42 @@ def test_detections_are_kept_only_when_the_judges_reading_is(
     assert all(set(got) <= set(w) for got, w in zip(by_random, want))
 
 
+def test_a_second_opinion_reads_only_the_plates_the_judges_are_unsure_of(
+    recognizer: Recognizer,
+) -> None:
+    """With ``reader.second_opinion_below``, the judges (the reader) read every plate; the
+    crop reader reads only the kept plates the reader scored below it, whose reading is then
+    the mean of ``read_with``: the plates above read as with the reader alone, the plates
+    below as with both readers on every plate."""
+    both = {"read_with": ["reader", "crop_reader"], "judge_with": ["reader"]}
+    alone, averaged = (
+        _scene_results(r) for r in (recognizer, recognizer.reconfigured(reader=both))
+    )
+    scores = sorted(p.text_score for ps in alone for p in ps)
+    assert len(scores) >= 3 and averaged != alone
+    cut = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2
+    seen: list[int] = []
+    hook = recognizer.crop_reader.register_forward_hook(lambda m, i, o: seen.append(len(i[0])))
+    try:
+        for below, n_unsure in ((1e-9, 0), (cut, len(scores) // 2), (1.0, len(scores))):
+            seen.clear()
+            rec = recognizer.reconfigured(reader={**both, "second_opinion_below": below})
+            got = _scene_results(rec)
+            for ps, a, b in zip(got, alone, averaged):
+                want = [x if y.text_score < below else y for x, y in zip(b, a)]
+                # the crop reader's batch is smaller than with every plate: scores differ by
+                # float rounding only
+                assert [dataclasses.replace(p, text_score=0.0) for p in ps] == [
+                    dataclasses.replace(p, text_score=0.0) for p in want
+                ]
+                np.testing.assert_allclose(
+                    [p.text_score for p in ps], [p.text_score for p in want], atol=1e-5
+                )
+            assert sum(seen) == n_unsure * len(rec.config.reader.cuts)
+    finally:
+        hook.remove()
+
+
 @pytest.mark.slow
 def test_the_shipped_crop_reader_reads_loose_crops_better_than_the_reader(
     recognizer: Recognizer, reader_only: Recognizer

@@ -49,12 +49,20 @@ class PlateDetector(nn.Module):
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(B, 3, H, W)`` RGB in [0, 1], H and W multiples of 32.
+    def normalize_(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (RGB in [0, 1]) standardised in place as :meth:`forward` does it: the same
+        values, but in a contiguous ``(B, 3, H, W)`` tensor this is several times faster than
+        the broadcast over a channels-last one."""
+        return x.sub_(self.mean).div_(self.std)  # type: ignore[arg-type]
+
+    def forward(self, x: torch.Tensor, *, normalized: bool = False) -> torch.Tensor:
+        """``x``: ``(B, 3, H, W)`` RGB in [0, 1], H and W multiples of 32, or already put
+        through :meth:`normalize_` when ``normalized``.
 
         Returns ``(B, N_OUT, H/8, W/8)``: raw heatmap logit, offsets, layout and colour logits.
         """
-        x = (x - self.mean) / self.std  # type: ignore[operator]
+        if not normalized:
+            x = (x - self.mean) / self.std  # type: ignore[operator]
         f8 = self.s8(self.stem(x))
         f16 = self.s16(f8)
         f32 = self.s32(f16)
