@@ -169,8 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         "--photos",
         type=int,
         default=20,
-        help="also time this many other one-plate 1920x1080 photos, 5 calls each, and give "
-        "the p50 over photos (0: skip)",
+        help="also time this many other one-plate 1920x1080 photos and give the p50 over "
+        "photos (0: skip)",
+    )
+    ap.add_argument(
+        "--photo-repeats", type=int, default=5, help="timed calls per photo (default 5)"
     )
     args = ap.parse_args(argv)
     against = None
@@ -254,10 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.photos:
         photos = one_plate_photos(args.photos)
         recs = [rec] if other is None else [rec, other]
-        medians = per_photo(recs, photos)
+        medians = per_photo(recs, photos, args.photo_repeats)
         many: dict[str, object] = {
             "note": f"{len(photos)} other one-plate 1920x1080 JPEGs (seed 2025): each photo's "
-            "median of 5 calls from bytes"
+            f"median of {args.photo_repeats} calls from bytes"
             + (", the shipped config and --against's called in turn" if other else ""),
         }
         for name, xs in zip(("shipped", "against"), medians):
