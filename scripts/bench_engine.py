@@ -15,50 +15,67 @@ from __future__ import annotations
 import argparse
 import functools
 import io
+import itertools
 import json
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from kplate import Recognizer
+from kplate import Plate, Recognizer
 from kplate.config import EngineConfig, load_config
 from kplate.errors import ConfigError
 from kplate.imageio import decode_image
 from kplate.synth import render_scene
 
 
+def one_plate_scenes(
+    seed: int, width: int = 1920, height: int = 1080, limit: int = 200
+) -> Iterator[tuple[np.ndarray, str]]:
+    """The synthetic scenes of ``seed`` with exactly one plate among its first ``limit``
+    samples, in order, with their plate's text (deterministic)."""
+    for i in range(limit):
+        s = render_scene(seed, i, width, height)
+        if len(s.plates) == 1:
+            yield s.image, s.plates[0].text.text
+
+
 def one_plate_scene(
     width: int = 1920, height: int = 1080, seed: int = 2024
 ) -> tuple[np.ndarray, str]:
     """The first synthetic scene of ``seed`` with exactly one plate (deterministic)."""
-    for i in range(200):
-        s = render_scene(seed, i, width, height)
-        if len(s.plates) == 1:
-            return s.image, s.plates[0].text.text
+    for scene in one_plate_scenes(seed, width, height):
+        return scene
     raise RuntimeError("no one-plate scene in the first 200 samples")
+
+
+def to_jpeg(image: np.ndarray) -> bytes:
+    """An RGB array encoded as the benchmark's JPEG (quality 90)."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
 
 
 def one_plate_photos(
     count: int, width: int = 1920, height: int = 1080, seed: int = 2025
 ) -> list[bytes]:
     """The first ``count`` synthetic scenes of ``seed`` with exactly one plate, as JPEG
-    (quality 90): other plates, sizes and backgrounds than :func:`one_plate_scene`'s."""
-    out: list[bytes] = []
-    for i in range(50 * count):
-        if len(out) == count:
-            return out
-        s = render_scene(seed, i, width, height)
-        if len(s.plates) == 1:
-            buf = io.BytesIO()
-            Image.fromarray(s.image).save(buf, "JPEG", quality=90)
-            out.append(buf.getvalue())
-    raise RuntimeError(f"fewer than {count} one-plate scenes in {50 * count} samples")
+    (:func:`to_jpeg`): other plates, sizes and backgrounds than :func:`one_plate_scene`'s."""
+    scenes = one_plate_scenes(seed, width, height, limit=50 * count)
+    photos = [to_jpeg(image) for image, _ in itertools.islice(scenes, count)]
+    if len(photos) < count:
+        raise RuntimeError(f"fewer than {count} one-plate scenes in {50 * count} samples")
+    return photos
+
+
+def recognize_jpeg(rec: Recognizer, jpeg: bytes) -> list[list[Plate]]:
+    """``rec.recognize`` from encoded bytes, decoded as the handler decodes them."""
+    return rec.recognize([decode_image(jpeg)])
 
 
 def per_photo(
@@ -68,45 +85,33 @@ def per_photo(
     (``repeats`` calls per photo after one warm-up, the recognisers called in turn)."""
     medians: list[list[float]] = [[] for _ in recognizers]
     for jpeg in photos:
-        times: list[list[float]] = [[] for _ in recognizers]
-        for r in range(repeats + 1):
-            for rec, xs in zip(recognizers, times):
-                t = time.perf_counter()
-                rec.recognize([decode_image(jpeg)])
-                if r:
-                    xs.append(time.perf_counter() - t)
-        for out, xs in zip(medians, times):
+        calls = [functools.partial(recognize_jpeg, rec, jpeg) for rec in recognizers]
+        for out, xs in zip(medians, timed_in_turn(calls, repeats, warmup=1)):
             out.append(statistics.median(xs))
     return medians
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 3) -> list[float]:
     """Wall-clock seconds of ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
+    (xs,) = timed_in_turn([fn], repeats, warmup)
+    return xs
 
 
-def timed_pair(
-    a: Callable[[], object], b: Callable[[], object], repeats: int, warmup: int = 3
-) -> tuple[list[float], list[float]]:
-    """Wall-clock seconds of ``a`` and ``b``, called in turn, so drift hits both alike."""
+def timed_in_turn(
+    fns: Sequence[Callable[[], object]], repeats: int, warmup: int = 3
+) -> list[list[float]]:
+    """Wall-clock seconds of each of ``fns``, called in turn, so drift hits them alike:
+    ``repeats`` rounds after ``warmup`` rounds."""
     for _ in range(warmup):
-        a()
-        b()
-    xa: list[float] = []
-    xb: list[float] = []
+        for fn in fns:
+            fn()
+    out: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        for fn, xs in ((a, xa), (b, xb)):
+        for fn, xs in zip(fns, out):
             t = time.perf_counter()
             fn()
             xs.append(time.perf_counter() - t)
-    return xa, xb
+    return out
 
 
 def first_look_only(rec: Recognizer) -> Recognizer:
@@ -185,9 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     img, truth = one_plate_scene()
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, "JPEG", quality=90)
-    jpeg = buf.getvalue()
+    jpeg = to_jpeg(img)
     rec = Recognizer.load(device=args.device)
     other = None
     if against is not None:
@@ -202,13 +205,11 @@ def main(argv: list[str] | None = None) -> int:
 
     base = timed(decode_only, args.repeats)
     from_array = timed(lambda: rec.recognize([img]), args.repeats)
-    from_bytes = timed(lambda: rec.recognize([decode_image(jpeg)]), args.repeats)
+    from_bytes = timed(functools.partial(recognize_jpeg, rec, jpeg), args.repeats)
     detect = timed(lambda: rec.detect([img]), args.repeats)
     plain = first_look_only(rec)
-    with_look, without = timed_pair(
-        lambda: rec.recognize([decode_image(jpeg)]),
-        lambda: plain.recognize([decode_image(jpeg)]),
-        args.repeats,
+    with_look, without = timed_in_turn(
+        [functools.partial(recognize_jpeg, r, jpeg) for r in (rec, plain)], args.repeats
     )
     b50 = statistics.median(base)
     results: dict[str, object] = {
@@ -241,10 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         "throughput_images_per_s": {},
     }
     if other is not None:
-        shipped, theirs = timed_pair(
-            lambda: rec.recognize([decode_image(jpeg)]),
-            lambda: other.recognize([decode_image(jpeg)]),
-            args.repeats,
+        shipped, theirs = timed_in_turn(
+            [functools.partial(recognize_jpeg, r, jpeg) for r in (rec, other)], args.repeats
         )
         results["against_config"] = {
             "note": "from JPEG bytes, the shipped config and this one, called in turn",
