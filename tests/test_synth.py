@@ -3,8 +3,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
+import tempfile
+import types
 from pathlib import Path
 
 import cv2
@@ -441,3 +444,27 @@ def test_channels3_gives_the_same_sums_as_broadcasting_a_mask_over_rgb() -> None
     np.testing.assert_array_equal(m3, np.repeat(mask[..., None], 3, axis=2))
     broadcast = (img * (1 - mask[..., None]) + 255 * mask[..., None]).astype(np.uint8)
     np.testing.assert_array_equal((img * (1 - m3) + 255 * m3).astype(np.uint8), broadcast)
+
+
+@pytest.mark.parametrize("root", ["/tmp", "/var/tmp"])
+def test_background_order_does_not_depend_on_where_packages_are_installed(
+    root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A virtual environment under /tmp sorts before /usr/share, one under /var after it:
+    the same seed must render the same images from either."""
+    from kplate.synth import backgrounds
+
+    if not Path(root).is_dir() or not os.access(root, os.W_OK):
+        pytest.skip(f"{root} is not writable here")
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        data = Path(tmp) / "skimage" / "data"
+        data.mkdir(parents=True)
+        for name in backgrounds.SKIMAGE_FILES[:3]:
+            (data / name).write_bytes(b"")
+        fake = types.ModuleType("skimage")
+        fake.__file__ = str(data.parent / "__init__.py")
+        monkeypatch.setitem(sys.modules, "skimage", fake)
+        files = backgrounds.background_files()
+    names = [p.name for p in files]
+    assert names[:3] == sorted(backgrounds.SKIMAGE_FILES[:3])
+    assert all(backgrounds.DEBIAN_DIRS[0] in p.parents for p in files[3:])

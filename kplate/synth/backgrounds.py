@@ -42,24 +42,34 @@ CACHE_SIDE = 1024
 
 
 def background_files() -> list[Path]:
-    """All background photo files found on this machine, sorted (deterministic order)."""
-    files: list[Path] = []
-    for d in DEBIAN_DIRS:
-        if d.is_dir():
-            files += [p for p in d.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    """All background photo files found on this machine, in an order that does not depend on
+    where packages are installed: scikit-image's samples by name, then Debian's by path.
+
+    (Sorting full paths put the samples before ``/usr/share`` for a virtual environment under
+    ``/tmp`` or ``/home`` and after it under ``/work``: the same seed rendered other images.
+    The shipped weights were trained with the samples first.)
+    """
+    samples: list[Path] = []
     try:
         import skimage
 
         sk = Path(skimage.__file__).parent / "data"
-        files += [sk / n for n in SKIMAGE_FILES if (sk / n).is_file()]
+        samples = sorted(
+            (sk / n for n in SKIMAGE_FILES if (sk / n).is_file()), key=lambda p: p.name
+        )
     except ImportError:
         pass
     # several Debian files are the same photo at different sizes: keep one per stem
     seen: dict[str, Path] = {}
-    for p in sorted(files):
-        stem = p.stem.split("_")[0] if p.parent.name == "abstract" else p.stem
-        seen.setdefault(f"{p.parent.name}/{stem}", p)
-    return sorted(seen.values())
+    for d in DEBIAN_DIRS:
+        if not d.is_dir():
+            continue
+        for p in sorted(d.rglob("*")):
+            if p.suffix.lower() not in (".jpg", ".jpeg", ".png"):
+                continue
+            stem = p.stem.split("_")[0] if p.parent.name == "abstract" else p.stem
+            seen.setdefault(f"{p.parent.name}/{stem}", p)
+    return samples + sorted(seen.values())
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
