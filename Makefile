@@ -14,7 +14,7 @@ SEED ?= 0
 COUNT ?= 24
 OUT ?= data/preview
 
-.PHONY: help install deb lint test checks preview train train-detector train-reader train-crop-reader eval tune corner-error bench-engine bench-train bench-render clean
+.PHONY: help install deb lint test checks preview train train-cpu train-detector train-reader train-crop-reader eval tune corner-error bench-engine bench-train bench-render clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -90,24 +90,40 @@ train: $(STAMP) ## train detector and reader side by side, then the crop reader 
 # A full make train with them, 2026-12-06: 93.7 min (was 100.4), the shipped weights byte for byte.
 TRAIN_ENV := OMP_WAIT_POLICY=PASSIVE MALLOC_MMAP_THRESHOLD_=4294967295 MALLOC_TRIM_THRESHOLD_=17179869184
 
+# PORTABLE=1 trains so that every x86-64 CPU with AVX2 and FMA computes the same bits: PyTorch's
+# and oneDNN's kernels held to AVX2 (no AVX-512 paths), MKL on its compatible code path, numpy
+# without AVX-512 loops, and the optimiser's square root correctly rounded (--optimizer exact).
+# An emulated Intel Haswell (QEMU) and this AMD EPYC wrote the same bytes with it; the shipped
+# weights do not come from it (kplate/weights/MODEL_CARD.md, 2026-12-07, candidate PT).
+PORTABLE ?=
+PORTABLE_ENV := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE NPY_DISABLE_CPU_FEATURES=X86_V4,AVX512_ICL,AVX512_SPR
+RUN_TRAIN = $(TRAIN_ENV) $(if $(PORTABLE),$(PORTABLE_ENV)) $(VENV)/bin/kplate train
+PORTABLE_ARGS := $(if $(PORTABLE),--optimizer exact)
+
+# PyTorch held to AVX2 kernels stops with "illegal instruction" on a CPU without AVX2: refuse
+# first, with the reason.
+train-cpu:
+	@if [ -n "$(PORTABLE)" ]; then [ "$$(uname -m)" = x86_64 ] && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo || { \
+		echo "make train PORTABLE=1 needs an x86-64 CPU with AVX2 and FMA" >&2; exit 1; }; fi
+
 # EMA="0.99 0.999" also keeps moving averages of each model's weights with these decays
 # (runs/*/model-ema<DECAY>.pt, validated at the last step); the trained weights, the ones
 # make train ships, are the same bytes with or without them.
 EMA ?=
 EMA_ARGS := $(if $(strip $(EMA)),--ema $(EMA))
 
-train-detector: $(STAMP) ## train the plate detector into runs/detector
-	$(TRAIN_ENV) $(VENV)/bin/kplate train detector --out $(RUNS)/detector --threads 1 --workers 1 $(EMA_ARGS)
+train-detector: $(STAMP) train-cpu ## train the plate detector into runs/detector
+	$(RUN_TRAIN) detector --out $(RUNS)/detector --threads 1 --workers 1 $(EMA_ARGS) $(PORTABLE_ARGS)
 
-train-reader: $(STAMP) ## train the plate reader into runs/reader
-	$(TRAIN_ENV) $(VENV)/bin/kplate train reader --out $(RUNS)/reader --threads 2 --workers 2 $(EMA_ARGS)
+train-reader: $(STAMP) train-cpu ## train the plate reader into runs/reader
+	$(RUN_TRAIN) reader --out $(RUNS)/reader --threads 2 --workers 2 $(EMA_ARGS) $(PORTABLE_ARGS)
 
 # The crop reader starts from a trained reader: by default the one train-reader wrote
 # (READER_INIT=kplate/weights/reader.pt starts from the shipped one).
 READER_INIT ?= $(RUNS)/reader/model.pt
 
-train-crop-reader: $(STAMP) ## fine-tune the reader on loose and rectified crops into runs/crop-reader
-	$(TRAIN_ENV) $(VENV)/bin/kplate train crop-reader --init $(READER_INIT) --out $(RUNS)/crop-reader --threads 2 --workers 2 $(EMA_ARGS)
+train-crop-reader: $(STAMP) train-cpu ## fine-tune the reader on loose and rectified crops into runs/crop-reader
+	$(RUN_TRAIN) crop-reader --init $(READER_INIT) --out $(RUNS)/crop-reader --threads 2 --workers 2 $(EMA_ARGS) $(PORTABLE_ARGS)
 
 # held-out synthetic sets: seeds the training never uses; re-rendered when the generator changes
 SYNTH_SRC := $(wildcard kplate/synth/*.py)

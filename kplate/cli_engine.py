@@ -25,6 +25,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "val_every": args.val_every,
         "threads": args.threads,
         "ema": tuple(args.ema) if args.ema else None,
+        "optimizer": args.optimizer,
     }
     weights = run(
         args.task,
@@ -75,6 +76,14 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, dev: argparse.Argume
         metavar="DECAY",
         help="also keep exponential moving averages of the weights with these decays, "
         "written as OUT/model-ema<DECAY>.pt (the trained weights are unchanged)",
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=("adamw", "exact"),  # kplate.train.optim.OPTIMIZERS (torch-free here)
+        default=None,
+        help="adamw: torch's AdamW (the shipped weights; default); exact: the same update with a "
+        "correctly rounded square root, which with make train's PORTABLE=1 kernels computes "
+        "alike on any x86-64 CPU with AVX2 (kplate/train/optim.py)",
     )
     p.set_defaults(func=cmd_train)
     add_inference_commands(sub, common, dev)

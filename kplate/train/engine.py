@@ -18,6 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from kplate.train.optim import OPTIMIZERS, ExactAdamW
+
 log = logging.getLogger(__name__)
 
 #: ``loss_fn(model, batch) -> (loss, named parts to log)``
@@ -47,6 +49,8 @@ class TrainArgs:
     #: Decays of exponential moving averages of the weights kept beside the trained ones
     #: (each written as ``model-ema<decay>.pt``); none by default.
     ema: tuple[float, ...] = ()
+    #: "adamw" (torch.optim.AdamW) or "exact" (kplate.train.optim.ExactAdamW)
+    optimizer: str = "adamw"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -58,6 +62,8 @@ class TrainArgs:
         if not (0 < self.lr < 1):
             raise ValueError(f"--lr must be in (0, 1), got {self.lr}")
         self.ema = tuple(float(d) for d in self.ema)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if any(not (0 < d < 1) for d in self.ema) or len(set(self.ema)) != len(self.ema):
             raise ValueError(f"--ema decays must be distinct and in (0, 1), got {self.ema}")
 
@@ -196,7 +202,8 @@ def train(
     """
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    opt_class = ExactAdamW if args.optimizer == "exact" else torch.optim.AdamW
+    opt = opt_class(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, args.steps, args.warmup))
     step, history, saved = 0, [], {}
     if resume is not None:
