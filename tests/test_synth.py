@@ -465,6 +465,6 @@ def test_background_order_does_not_depend_on_where_packages_are_installed(
         fake.__file__ = str(data.parent / "__init__.py")
         monkeypatch.setitem(sys.modules, "skimage", fake)
         files = backgrounds.background_files()
-    names = [p.name for p in files]
-    assert names[:3] == sorted(backgrounds.SKIMAGE_FILES[:3])
-    assert all(backgrounds.DEBIAN_DIRS[0] in p.parents for p in files[3:])
+    # Debian's wallpapers first, then the samples by name: the order the shipped weights saw
+    assert [p.name for p in files[-3:]] == sorted(backgrounds.SKIMAGE_FILES[:3])
+    assert all(backgrounds.DEBIAN_DIRS[0] in p.parents for p in files[:-3])

@@ -43,22 +43,13 @@ CACHE_SIDE = 1024
 
 def background_files() -> list[Path]:
     """All background photo files found on this machine, in an order that does not depend on
-    where packages are installed: scikit-image's samples by name, then Debian's by path.
+    where packages are installed: Debian's by path, then scikit-image's samples by name.
 
-    (Sorting full paths put the samples before ``/usr/share`` for a virtual environment under
-    ``/tmp`` or ``/home`` and after it under ``/work``: the same seed rendered other images.
-    The shipped weights were trained with the samples first.)
+    (Sorting full paths put the samples, inside the virtual environment, after
+    ``/usr/share`` for a clone under ``/work`` and before it under ``/tmp`` or ``/home``: the
+    same seed rendered other images. The shipped weights were trained with Debian's first:
+    their validation figures come back only in that order.)
     """
-    samples: list[Path] = []
-    try:
-        import skimage
-
-        sk = Path(skimage.__file__).parent / "data"
-        samples = sorted(
-            (sk / n for n in SKIMAGE_FILES if (sk / n).is_file()), key=lambda p: p.name
-        )
-    except ImportError:
-        pass
     # several Debian files are the same photo at different sizes: keep one per stem
     seen: dict[str, Path] = {}
     for d in DEBIAN_DIRS:
@@ -69,7 +60,17 @@ def background_files() -> list[Path]:
                 continue
             stem = p.stem.split("_")[0] if p.parent.name == "abstract" else p.stem
             seen.setdefault(f"{p.parent.name}/{stem}", p)
-    return samples + sorted(seen.values())
+    samples: list[Path] = []
+    try:
+        import skimage
+
+        sk = Path(skimage.__file__).parent / "data"
+        samples = sorted(
+            (sk / n for n in SKIMAGE_FILES if (sk / n).is_file()), key=lambda p: p.name
+        )
+    except ImportError:
+        pass
+    return sorted(seen.values()) + samples
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
