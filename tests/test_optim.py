@@ -145,6 +145,8 @@ def test_kplate_train_with_the_exact_optimiser_checkpoints_and_resumes_its_state
     ck = torch.load(run / "last.ckpt", weights_only=False)
     assert ck["args"]["optimizer"] == "exact"
     assert ck["optimizer"]["state"][0]["step"] == 2 and "beta1_power" in ck["optimizer"]["state"][0]
+    with pytest.raises(subprocess.CalledProcessError):  # another optimiser (the last wins): refused
+        train(run, "--steps", "4", "--resume", str(run / "last.ckpt"), "--optimizer", "adamw")
     train(run, "--steps", "4", "--resume", str(run / "last.ckpt"))
     ck = torch.load(run / "last.ckpt", weights_only=False)
     assert ck["step"] == 4 and ck["optimizer"]["state"][0]["step"] == 4

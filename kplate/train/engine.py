@@ -208,6 +208,12 @@ def train(
     step, history, saved = 0, [], {}
     if resume is not None:
         ck = torch.load(resume, map_location="cpu", weights_only=False)
+        saved_with = ck.get("args", {}).get("optimizer", "adamw")
+        if saved_with != args.optimizer:
+            raise ValueError(
+                f"{resume} was trained with --optimizer {saved_with}; "
+                f"resume it with the same, not {args.optimizer}"
+            )
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
