@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from kplate.train.optim import OPTIMIZERS, ExactAdamW
+from kplate.train.optim import OPTIMIZERS
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,9 @@ class TrainArgs:
             raise ValueError(f"--lr must be in (0, 1), got {self.lr}")
         self.ema = tuple(float(d) for d in self.ema)
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise ValueError(
+                f"--optimizer must be one of {tuple(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
         if any(not (0 < d < 1) for d in self.ema) or len(set(self.ema)) != len(self.ema):
             raise ValueError(f"--ema decays must be distinct and in (0, 1), got {self.ema}")
 
@@ -202,8 +204,7 @@ def train(
     """
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    opt_class = ExactAdamW if args.optimizer == "exact" else torch.optim.AdamW
-    opt = opt_class(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    opt = OPTIMIZERS[args.optimizer](model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, args.steps, args.warmup))
     step, history, saved = 0, [], {}
     if resume is not None:

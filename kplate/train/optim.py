@@ -23,9 +23,6 @@ from typing import Any
 
 import torch
 
-#: ``kplate train --optimizer``: torch's AdamW (the shipped weights) or this one.
-OPTIMIZERS = ("adamw", "exact")
-
 
 class ExactAdamW(torch.optim.Optimizer):
     """AdamW (Loshchilov and Hutter) with a correctly rounded square root."""
@@ -97,3 +94,11 @@ class ExactAdamW(torch.optim.Optimizer):
                 denom = root.div_(math.sqrt(1.0 - state["beta2_power"])).add_(eps)
                 p.addcdiv_(m, denom, value=-lr / (1.0 - state["beta1_power"]))
         return loss
+
+
+#: ``kplate train --optimizer NAME``: the optimiser class each name trains with (torch's AdamW
+#: trained the shipped weights).
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adamw": torch.optim.AdamW,
+    "exact": ExactAdamW,
+}
