@@ -65,12 +65,10 @@ RUNS ?= runs
 REAL_DEV ?= ../shared/real-dev
 WEIGHTS := kplate/weights
 
-# The shipped weights came from exactly these three commands: one `time make train` in a
-# fresh clone on 2026-12-06 took 100.4 min on a 2-core machine (detector done at 65.1 min,
-# reader at 84.0, crop reader at 100.4). The same recipe took 65.4 min for the detector and
-# reader side by side on 2026-12-05 (detector 53.8 min) and 21.0 min for the crop reader
-# alone on 2026-12-06: machines of this kind vary. On 2026-12-04 a recipe without TRAIN_ENV
-# took 112.1 min and with it 77.7 min (kplate/weights/MODEL_CARD.md).
+# The shipped weights come from exactly these three commands: `time make train` in a fresh
+# clone wrote them byte for byte in 93.7 min on 2026-12-06 on a 2-core machine (detector done
+# at 55.0 min, reader at 77.2, crop reader at 93.7); the same steps' time varies by 15%
+# between sessions (kplate/weights/MODEL_CARD.md, docs/model-history.md).
 train: $(STAMP) ## train detector and reader side by side, then the crop reader from that reader; ship the weights
 	$(MAKE) --no-print-directory -j2 train-detector train-reader
 	$(MAKE) --no-print-directory train-crop-reader
@@ -94,7 +92,7 @@ TRAIN_ENV := OMP_WAIT_POLICY=PASSIVE MALLOC_MMAP_THRESHOLD_=4294967295 MALLOC_TR
 # and oneDNN's kernels held to AVX2 (no AVX-512 paths), MKL on its compatible code path, numpy
 # without AVX-512 loops, and the optimiser's square root correctly rounded (--optimizer exact).
 # An emulated Intel Haswell (QEMU) and this AMD EPYC wrote the same bytes with it; the shipped
-# weights do not come from it (kplate/weights/MODEL_CARD.md, 2026-12-07, candidate PT).
+# weights do not come from it (docs/model-history.md, 2026-12-07, candidates PT and PT2).
 PORTABLE ?=
 PORTABLE_ENV := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE NPY_DISABLE_CPU_FEATURES=X86_V4,AVX512_ICL,AVX512_SPR
 RUN_TRAIN = $(TRAIN_ENV) $(if $(PORTABLE),$(PORTABLE_ENV)) $(VENV)/bin/kplate train

@@ -4,7 +4,7 @@ The background fills most of a rectified plate, so the crop's median saturation 
 its colour: white plates are nearly colourless, the others sit in distinct hue bands. The
 thresholds were chosen on held-out synthetic scenes (seed 777) and checked on two other seeds
 and on real-dev; the figures, against the detector's colour head, are in
-``kplate/weights/MODEL_CARD.md``.
+``docs/model-history.md`` ("Inference changes since").
 """
 
 from __future__ import annotations

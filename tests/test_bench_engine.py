@@ -36,7 +36,7 @@ def _bench(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_another_config_is_timed_against_the_shipped_one(tmp_path: Path) -> None:
-    """``--against``: the engine options of the model card's S2 (both readers, the reader
+    """``--against``: the engine options of S2 in docs/model-history.md (both readers, the reader
     judging), timed in turn with the shipped config; a config that reshapes the models is
     refused with a message."""
     config = load_config().updated(

@@ -31,7 +31,7 @@ _PAINT_P = _PAINT_P / _PAINT_P.sum()
 #: Share of plates whose use syllable is 하, 허 or 호 that letter it as the plate typeface
 #: does (an upright tick over the bar, a tall narrow ring: ``fonts.plate_hieut``) rather
 #: than as the fonts do, in scenes, crops and non-plate cuts; real-dev read such plates as
-#: 마. 0 renders every sample as before the option. Measured in the model card: 0.5 in
+#: 마. 0 renders every sample as before the option. Measured in docs/model-history.md: 0.5 in
 #: gen-1206b, 0.9 in gen-1206d, gen-1206e and the detector and reader of gen-1206g and
 #: gen-1206h (real-dev's two 하 plates read right in gen-1206d).
 HIEUT_TYPEFACE_SHARE = 0.0
@@ -39,7 +39,7 @@ HIEUT_TYPEFACE_SHARE = 0.0
 #: ``CUT_PLATE_INSIDE`` of its width (or height) inside, left unlabelled as real photos'
 #: labels leave such plates out (real-dev's `cvlab_038`). Drawn after the labelled plates
 #: from a random stream of its own, and not at all at 0, so the labelled plates and the rest
-#: of the scene are as without it. Measured in the model card: 0.15 in gen-1206e (no false
+#: of the scene are as without it. Measured in docs/model-history.md: 0.15 in gen-1206e (no false
 #: plate left on real-dev), gen-1206g and gen-1206h.
 CUT_PLATE_SHARE = 0.0
 #: A cut plate's share of its width (left and right edges) or height (top, bottom) inside.

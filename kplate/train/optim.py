@@ -12,7 +12,7 @@ square root), with two changes that make it exact:
 - the bias corrections ``1 - beta ** t`` come from running products, not ``pow`` from libm.
 
 Everything else is elementwise IEEE arithmetic, which every CPU rounds alike once the kernels
-are pinned (``make train PORTABLE=1``). See kplate/weights/MODEL_CARD.md.
+are pinned (``make train PORTABLE=1``). See docs/model-history.md (candidates PT and PT2).
 """
 
 from __future__ import annotations
