@@ -171,7 +171,7 @@ JRE_PACKAGE ?= openjdk-17-jre-headless
 MAR_SOURCES := $(wildcard handler/*.py handler/model-config.yaml handler/requirements.txt \
 	kplate/*.py kplate/*/*.py kplate/configs/*.yaml kplate/weights/*.pt)
 
-.PHONY: mar jre serve stop serve-status bench-serve
+.PHONY: mar jre serve stop serve-status bench-serve check-serving-torch
 
 $(MAR): $(STAMP) $(MAR_SOURCES)
 	$(PY) -m handler.archive --export-path $(dir $(MAR)) --model-name $(MODEL_NAME)
@@ -196,6 +196,19 @@ serve-status: $(STAMP) ## tell whether `make serve` is running
 
 bench-serve: $(STAMP) jre $(MAR) ## served vs in-process throughput and p50/p95 at concurrency 1, 4, 8
 	$(PY) scripts/bench_serve.py --mar $(MAR) --config $(TS_CONFIG)
+
+# The predictor image (docker/Dockerfile) keeps its base's torch 2.4.0: run the shipped weights
+# and the handler under that torch, not only inspect them. A venv of its own, with the image's
+# torch and torchvision, its pinned engine dependencies (docker/requirements.txt) and
+# TorchServe: 5.3 GB in .venv-serving, from PyPI the first time (a CUDA build; runs on a CPU).
+SERVING_VENV ?= .venv-serving
+SERVING_TORCH := torch==2.4.0 torchvision==0.19.0
+SERVING_TOOLS := torchserve==0.12.0 torch-model-archiver==0.12.0 requests httpx orjson
+
+check-serving-torch: jre ## the engine and TorchServe under the serving image's torch 2.4.0, in .venv-serving (5.3 GB, installed once)
+	@test -x $(SERVING_VENV)/bin/python || $(PYTHON) -m venv $(SERVING_VENV)
+	$(SERVING_VENV)/bin/pip install -q $(SERVING_TORCH) $(SERVING_TOOLS) -r docker/requirements.txt
+	$(SERVING_VENV)/bin/python scripts/check_serving_torch.py
 
 # --- deploy (issue 5) ---
 # Names, namespace, bucket and image live in k8s/base/params.env, the one place the manifests

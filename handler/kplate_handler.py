@@ -80,9 +80,10 @@ class KplateHandler(BaseHandler):
         logger.info("kplate %s imported from %s", kplate.__version__, Path(kplate.__file__).parent)
         self.recognizer = Recognizer.load(weights_dir=weights_dir, device=self.device)
         logger.info(
-            "kplate loaded on %s from %s (torch threads %d, settings %s)",
+            "kplate loaded on %s from %s (torch %s, threads %d, settings %s)",
             self.recognizer.device,
             weights_dir or "the shipped weights",
+            torch.__version__,
             torch.get_num_threads(),
             self.settings.model_dump(),
         )

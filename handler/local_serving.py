@@ -135,8 +135,11 @@ class LocalServing:
         *,
         front_port: int = 8080,
         env: dict[str, str] | None = None,
+        front: bool = True,
     ) -> None:
-        """Describe an instance; nothing starts until :meth:`start`."""
+        """Describe an instance; nothing starts until :meth:`start`. ``front=False`` runs
+        TorchServe alone (as in a KServe pod, where KServe's own wrapper is the front)."""
+        self.processes = PROCESSES if front else PROCESSES[:1]
         self.config = Path(config).resolve()
         self.model_store = Path(model_store).resolve()
         self.state_dir = Path(state_dir).resolve()
@@ -172,7 +175,8 @@ class LocalServing:
         return alive
 
     def start(self, timeout_s: float = 300.0) -> None:
-        """Start TorchServe and the front, and wait until the front reports ready.
+        """Start TorchServe and the front, and wait until the front (without one, TorchServe's
+        ``/ping``) reports ready.
 
         Raises:
             ServingError: java missing, no .mar, a process died, or not ready in time.
@@ -215,21 +219,22 @@ class LocalServing:
             ],
             env,
         )
-        self._spawn(
-            "front",
-            [
-                sys.executable,
-                "-m",
-                "handler.kserve_front",
-                "--ts_config",
-                str(self.config),
-                "--http_port",
-                str(self.front_port),
-                "--ready_timeout",
-                str(timeout_s),
-            ],
-            env,
-        )
+        if "front" in self.processes:
+            self._spawn(
+                "front",
+                [
+                    sys.executable,
+                    "-m",
+                    "handler.kserve_front",
+                    "--ts_config",
+                    str(self.config),
+                    "--http_port",
+                    str(self.front_port),
+                    "--ready_timeout",
+                    str(timeout_s),
+                ],
+                env,
+            )
         try:
             self.wait_ready(timeout_s)
         except ServingError:
@@ -253,19 +258,21 @@ class LocalServing:
         logger.debug("started %s (pid %d): %s", name, proc.pid, " ".join(cmd))
 
     def wait_ready(self, timeout_s: float) -> None:
-        """Poll the front's ``/v2/health/ready`` and ``/v1/models/<name>`` until both are 200.
+        """Poll the front's ``/v2/health/ready`` and ``/v1/models/<name>`` until both are 200
+        (without a front: TorchServe's ``/ping``, 200 once its workers are up).
 
         Raises:
             ServingError: a process died or the deadline passed.
         """
         deadline = time.monotonic() + timeout_s
-        urls = [
-            f"{self.front_url}/v2/health/ready",
-            f"{self.front_url}/v1/models/{self.model_name}",
-        ]
+        urls = (
+            [f"{self.front_url}/v2/health/ready", f"{self.front_url}/v1/models/{self.model_name}"]
+            if "front" in self.processes
+            else [f"{self.inference_url}/ping"]
+        )
         while time.monotonic() < deadline:
             alive = self.running()
-            dead = [name for name in PROCESSES if name not in alive]
+            dead = [name for name in self.processes if name not in alive]
             if dead:
                 raise ServingError(f"{', '.join(dead)} exited during start-up\n{self.log_tail()}")
             with contextlib.suppress(requests.RequestException):

@@ -200,6 +200,13 @@ def test_dockerignore_is_an_allow_list(path: str, ignored: bool) -> None:
     assert _docker_ignored(patterns, path) is ignored
 
 
+def test_make_check_serving_torch_installs_the_base_images_torch() -> None:
+    """``make check-serving-torch`` runs the engine under the torch the image keeps."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    (line,) = [x for x in makefile.splitlines() if x.startswith("SERVING_TORCH :=")]
+    assert f"torch=={BASE_TORCH}" in line.split()
+
+
 def test_docs_name_the_same_base_image_and_torch(steps: list[tuple[str, str]]) -> None:
     base = dict(a.split("=", 1) for k, a in steps if k == "ARG" and "=" in a)["BASE_IMAGE"]
     dockerfile = DOCKERFILE.read_text(encoding="utf-8")
