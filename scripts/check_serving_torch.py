@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import logging
 import platform
 import re
@@ -39,6 +38,7 @@ import torch  # noqa: E402
 from handler.archive import build_mar  # noqa: E402
 from handler.local_serving import LocalServing, Ports, render_config  # noqa: E402
 from kplate import Recognizer  # noqa: E402
+from kplate.synth import read_labels  # noqa: E402
 
 logger = logging.getLogger("kplate.check")
 
@@ -50,10 +50,8 @@ CORRUPT = b"\xff\xd8\xff\xe0 not a whole JPEG"
 def load_samples(folder: Path = SAMPLES) -> tuple[dict[str, list[str]], list[str], list[str]]:
     """Labels (file -> sorted texts), and the scene and crop files of ``folder``."""
     truth: dict[str, list[str]] = {}
-    with (folder / "labels.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            truth.setdefault(row["file"], []).append(row["text"])
+    for row in read_labels(folder / "labels.jsonl"):
+        truth.setdefault(row["file"], []).append(row["text"])
     truth = {name: sorted(texts) for name, texts in truth.items()}
     scenes = sorted(n for n in truth if n.startswith("scene"))
     crops = sorted(n for n in truth if n.startswith("crop"))

@@ -3,29 +3,19 @@ checked under the running interpreter's torch; here under the project's own."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
-from tools import ROOT, SAMPLES
+from tools import ROOT, SAMPLES, load_module
 
 from handler.local_serving import ServingError, find_java
 
 SCRIPT = ROOT / "scripts" / "check_serving_torch.py"
-
-
-def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("check_serving_torch", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_sample_read_otherwise_than_labelled_is_a_failure(tmp_path: Path) -> None:
@@ -37,7 +27,7 @@ def test_a_sample_read_otherwise_than_labelled_is_a_failure(tmp_path: Path) -> N
     crop = next(r for r in rows if r["file"].startswith("crop"))
     crop["text"] = "34나5678"
     (folder / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    failures = _module().check_engine(folder)
+    failures = load_module("check_serving_torch", SCRIPT).check_engine(folder)
     assert len(failures) == 2, failures
     assert scene["file"] in failures[0] and crop["file"] in failures[1]
 
