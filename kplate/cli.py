@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,17 +110,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit status when whatever reads the output closes it first (128 + SIGPIPE, as a shell
+#: reports a process that signal ended).
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kplate`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    level = logging.DEBUG if args.verbose else (logging.WARNING if args.quiet else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        level = logging.DEBUG if args.verbose else (logging.WARNING if args.quiet else logging.INFO)
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return int(args.func(args))
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    except BrokenPipeError:
+        # `kplate predict ... --json | head`: stop quietly, and keep the interpreter's last
+        # flush of stdout from failing again at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except (ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2

@@ -18,8 +18,10 @@ Every request stays under 6 MB: bigger images are re-encoded as JPEG and downsca
 several images are split over several requests. Plate coordinates are mapped back to the
 original image.
 
-Exit status: 0 success, 2 bad arguments or unreadable file, 3 server unreachable,
-4 the server answered with an HTTP error.
+Exit status: 0 success, 1 requests or Pillow missing (run by an interpreter without them and
+no ``.venv`` beside: ``make install`` makes it, and the script then runs in it), 2 bad
+arguments or unreadable file, 3 server unreachable, 4 the server answered with an HTTP error,
+141 the output's reader closed it first (``| head``).
 """
 
 from __future__ import annotations
@@ -30,18 +32,44 @@ import binascii
 import io
 import json
 import logging
+import os
 import socket
 import sys
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlparse
 
-import requests
-import urllib3
-from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+#: The project's virtual environment (``make install``), which has this client's packages.
+VENV = Path(__file__).resolve().parents[1] / ".venv"
+EXIT_MISSING_PACKAGES = 1
+
+
+def _run_in_venv_or_exit(missing: ImportError) -> NoReturn:
+    """Run as ``python request/request.py`` by an interpreter without requests and Pillow:
+    go on in the project's ``.venv`` when there is one, else say what to install and exit."""
+    venv_python = VENV / "bin" / "python"
+    in_venv = Path(sys.prefix).resolve() == VENV.resolve()
+    if venv_python.is_file() and not in_venv:
+        os.execv(venv_python, [str(venv_python), __file__, *sys.argv[1:]])
+    sys.stderr.write(
+        f"request.py needs the packages requests and Pillow ({missing}): run `make install`, "
+        "which installs them into .venv (this script then uses it), "
+        "or `pip install requests pillow`\n"
+    )
+    sys.exit(EXIT_MISSING_PACKAGES)
+
+
+try:
+    import requests
+    import urllib3
+    from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+except ImportError as e:
+    if __name__ != "__main__":
+        raise
+    _run_in_venv_or_exit(e)
 
 log = logging.getLogger("kplate.request")
 
@@ -51,7 +79,7 @@ MAX_REQUEST_BYTES = 6_000_000
 JSON_OVERHEAD = 2_048
 LOCAL_FRONT = "http://127.0.0.1:8080"
 LOCAL_TORCHSERVE = "http://127.0.0.1:8085"
-EXIT_OK, EXIT_INPUT, EXIT_UNREACHABLE, EXIT_HTTP = 0, 2, 3, 4
+EXIT_OK, EXIT_INPUT, EXIT_UNREACHABLE, EXIT_HTTP, EXIT_BROKEN_PIPE = 0, 2, 3, 4, 141
 KOREAN_FONTS = (
     "/usr/share/fonts/truetype/nanum/NanumGothicBold.ttf",
     "/usr/share/fonts/truetype/nanum/NanumGothic.ttf",
@@ -501,6 +529,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClientError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # `request.py ... | head`: stop quietly; stdout to /dev/null for the exit's flush
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -310,6 +310,20 @@ def test_predict_cli_json_and_annotated(tmp_path: Path) -> None:
     assert r.returncode == 2 and "no such image" in r.stderr
 
 
+def test_predict_into_a_closed_pipe_stops_quietly() -> None:
+    """`kplate predict ... --json | head`: the reader gone before the output, no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kplate.cli", "predict", str(SAMPLES / SCENES[1]), "--json", "-q",
+         "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the model has loaded, so the JSON meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141, err
+    assert "Traceback" not in err and "Exception ignored" not in err
+
+
 def test_eval_cli_on_fixture(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "kplate.cli", "eval", str(SAMPLES), "--json", "-q", "--device", "cpu",

@@ -9,6 +9,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -233,3 +236,56 @@ def test_success_prints_drawings_and_saves_annotated(
     assert host == "kplate.default.example.com"
     with Image.open(out_dir / "car_plates.jpg") as annotated:
         assert annotated.size == (300, 200)
+
+
+def _bare_python() -> list[str]:
+    """The base interpreter without any site-packages (``-I -S``): no requests, no Pillow, as
+    the ``python`` of a fresh machine."""
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    if not base.is_file():
+        pytest.skip(f"no base interpreter at {base}")
+    return [str(base), "-I", "-S"]
+
+
+def test_run_by_a_python_without_its_packages_goes_on_in_the_venv() -> None:
+    script = REPO_ROOT / "request" / "request.py"
+    if not (REPO_ROOT / ".venv" / "bin" / "python").is_file():
+        pytest.skip("no .venv: `make install` makes it")
+    bare = _bare_python()
+    probe = subprocess.run([*bare, "-c", "import PIL"], capture_output=True, check=False)
+    assert probe.returncode != 0, "the bare interpreter was meant to lack Pillow"
+    done = subprocess.run(
+        [*bare, str(script), "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "usage: request.py" in done.stdout and "--kserve" in done.stdout
+
+
+def test_without_its_packages_or_a_venv_it_says_what_to_install(tmp_path: Path) -> None:
+    copy = tmp_path / "request" / "request.py"
+    copy.parent.mkdir()
+    shutil.copy(REPO_ROOT / "request" / "request.py", copy)
+    done = subprocess.run(
+        [*_bare_python(), str(copy), "x.jpg", "--kserve"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1 and not done.stdout
+    assert "needs the packages requests and Pillow" in done.stderr
+    assert "make install" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_output_into_a_closed_pipe_stops_quietly(http_server: HTTPServer, tmp_path: Path) -> None:
+    """`request.py ... | head`: the reader gone before the output, no traceback."""
+    image = tmp_path / "car.jpg"
+    image.write_bytes(jpeg_bytes(width=300, height=200))
+    url = f"http://127.0.0.1:{http_server.server_port}"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "request" / "request.py"), str(image), "--kserve",
+         "--url", url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "Exception ignored" not in err
