@@ -4,10 +4,12 @@ Held-out synthetic crops carry the generator's occluders, glare, blur and cut ed
 of their text cannot be read at all. ``sample`` draws crop failures at random from
 ``kplate eval --json`` reports (each names the folder it was run on), writes contact sheets
 (the crop at 300 px wide beside its label and its reading) and a TSV with an empty
-``judgment`` column (its ``set`` is the name of the report's folder); a person fills it in, ``U`` where, even knowing the label, one of its
-characters cannot be made out in the crop, ``R`` where all can. ``summarise`` reads the filled
-TSV and the same reports and prints the share of unreadable failures with its 95% Wilson
-interval and the exact match any reader could reach: ``1 - error rate x share unreadable``.
+``judgment`` column (its ``set`` is the name of the report's folder). A person fills it in:
+``U`` where, even knowing the label, one of its characters cannot be made out in the crop,
+``R`` where all can; a second rater's column may sit beside it. ``summarise`` reads the filled
+TSV (``--column`` picks the rater) and the same reports and prints the share of unreadable
+failures with its 95% Wilson interval and the exact match any reader could reach:
+``1 - error rate x share unreadable``.
 
     .venv/bin/python scripts/failure_audit.py sample REPORT.json... --count 100 --out DIR
     .venv/bin/python scripts/failure_audit.py summarise DIR/audit.tsv REPORT.json...
@@ -146,8 +148,11 @@ class Summary:
         )
 
 
-def summarise(rows: Sequence[dict[str, str]], reports: Sequence[dict[str, Any]]) -> Summary:
-    """The audit's figures from filled TSV ``rows`` and the ``reports`` they were drawn from.
+def summarise(
+    rows: Sequence[dict[str, str]], reports: Sequence[dict[str, Any]], column: str = "judgment"
+) -> Summary:
+    """The audit's figures from the judgments in ``column`` of filled TSV ``rows`` and the
+    ``reports`` they were drawn from.
 
     Raises:
         AuditError: a row is not judged U or R, or is not a failure of ``reports``.
@@ -155,11 +160,11 @@ def summarise(rows: Sequence[dict[str, str]], reports: Sequence[dict[str, Any]])
     failures = crop_failures(reports)
     known = {(Path(f.folder).name, f.file) for f in failures}
     for r in rows:
-        if r["judgment"] not in JUDGMENTS:
-            raise AuditError(f"row {r['index']}: judgment {r['judgment']!r} is not U or R")
+        if r.get(column) not in JUDGMENTS:
+            raise AuditError(f"row {r['index']}: {column} {r.get(column)!r} is not U or R")
         if (r["set"], r["file"]) not in known:
             raise AuditError(f"row {r['index']}: {r['file']} is not a failure of the reports")
-    n, k = len(rows), sum(r["judgment"] == "U" for r in rows)
+    n, k = len(rows), sum(r[column] == "U" for r in rows)
     if not n:
         raise AuditError("no judged rows")
     ci = binomtest(k, n).proportion_ci(0.95, method="wilson")
@@ -187,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--out", type=Path, required=True)
     m = sub.add_parser("summarise", help="figures from a filled TSV")
     m.add_argument("tsv", type=Path)
+    m.add_argument("--column", default="judgment", help="the rater's column (default judgment)")
     m.add_argument("reports", type=Path, nargs="+", help="the reports the TSV was drawn from")
     args = ap.parse_args(argv)
     try:
@@ -217,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             with args.tsv.open(encoding="utf-8", newline="") as fh:
                 rows = list(csv.DictReader(fh, delimiter="\t"))
-            sys.stdout.write(summarise(rows, reports).describe() + "\n")
+            sys.stdout.write(summarise(rows, reports, args.column).describe() + "\n")
     except (OSError, ValueError) as e:
         sys.stderr.write(f"failure_audit: {e}\n")
         return 2

@@ -69,6 +69,10 @@ def test_summary_of_judged_failures(report: dict[str, Any], tmp_path: Path) -> N
     assert (s.share_low, s.share_high) == pytest.approx((0.2077, 0.9385), abs=1e-4)
     assert s.ceiling(2 / 3) == pytest.approx(1 - 0.5 * 2 / 3)
     assert "2 of 3 judged unreadable" in s.describe() and "66.7%" in s.describe()
+    # a second rater's column
+    for r, j in zip(rows, "RRR", strict=True):
+        r["second"] = j
+    assert audit.summarise(rows, [report], column="second").unreadable == 0
 
 
 def test_bad_judgments_and_reports_are_refused(report: dict[str, Any], tmp_path: Path) -> None:
