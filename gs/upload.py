@@ -18,7 +18,7 @@ emulator (fake-gcs-server), as the tests do.
 
 Usage::
 
-    python gs/upload.py --bucket my-bucket --prefix kplate/v1
+    .venv/bin/python gs/upload.py --bucket my-bucket --prefix kplate/v1
 """
 
 from __future__ import annotations
