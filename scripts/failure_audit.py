@@ -34,7 +34,7 @@ from kplate.synth import read_labels
 from kplate.synth.fonts import find_fonts
 
 FIELDS = ("index", "set", "file", "width", "height", "style", "truth", "read", "judgment")
-JUDGMENTS = {"U": "unreadable", "R": "readable"}
+JUDGMENTS = ("U", "R")  # unreadable, readable
 TILE_W, TEXT_W, PER_SHEET = 300, 260, 10
 
 
@@ -44,7 +44,7 @@ class AuditError(ValueError):
 
 @dataclass(frozen=True)
 class Failure:
-    folder: str
+    folder: Path
     file: str
     width: int
     height: int
@@ -60,6 +60,23 @@ def _crop_totals(report: dict[str, Any]) -> int:
     return int(crops["overall"]["crops"])
 
 
+def _failed_crops(reports: Sequence[dict[str, Any]]) -> list[tuple[Path, dict[str, Any]]]:
+    """``(folder, failure entry)`` of every crop a report got wrong, from the reports alone.
+
+    Raises:
+        AuditError: a report has no crops, or two reports are of folders with the same name.
+    """
+    names = [Path(r["folder"]).name for r in reports]
+    if len(set(names)) < len(names):
+        raise AuditError(f"two reports are of folders with the same name: {names}")
+    out = []
+    for report in reports:
+        _crop_totals(report)
+        folder = Path(report["folder"])
+        out += [(folder, f) for f in report["failures"] if f["kind"] == "crop"]
+    return out
+
+
 def crop_failures(reports: Sequence[dict[str, Any]]) -> list[Failure]:
     """Every crop failure of ``reports``, with the crop's size and its label's style (if any).
 
@@ -67,22 +84,16 @@ def crop_failures(reports: Sequence[dict[str, Any]]) -> list[Failure]:
         AuditError: a report has no crops, or names a file its folder's labels do not hold.
     """
     out = []
-    names = [Path(r["folder"]).name for r in reports]
-    if len(set(names)) < len(names):
-        raise AuditError(f"two reports are of folders with the same name: {names}")
-    for report in reports:
-        _crop_totals(report)
-        folder = Path(report["folder"])
-        labels = {r["file"]: r for r in read_labels(folder / "labels.jsonl")}
-        for f in report["failures"]:
-            if f["kind"] != "crop":
-                continue
-            if f["file"] not in labels:
-                raise AuditError(f"{folder}: {f['file']} is not in labels.jsonl")
-            with Image.open(folder / f["file"]) as im:
-                w, h = im.size
-            style = str(labels[f["file"]].get("style", ""))
-            out.append(Failure(str(folder), f["file"], w, h, style, f["truth"], f["read"] or ""))
+    labels: dict[Path, dict[str, dict[str, Any]]] = {}
+    for folder, f in _failed_crops(reports):
+        if folder not in labels:
+            labels[folder] = {r["file"]: r for r in read_labels(folder / "labels.jsonl")}
+        if f["file"] not in labels[folder]:
+            raise AuditError(f"{folder}: {f['file']} is not in labels.jsonl")
+        with Image.open(folder / f["file"]) as im:
+            w, h = im.size
+        style = str(labels[folder][f["file"]].get("style", ""))
+        out.append(Failure(folder, f["file"], w, h, style, f["truth"], f["read"] or ""))
     return out
 
 
@@ -93,7 +104,7 @@ def draw(failures: Sequence[Failure]) -> list[Image.Image]:
     for start in range(0, len(failures), PER_SHEET):
         tiles = []
         for i, f in enumerate(failures[start : start + PER_SHEET], start=start):
-            crop = Image.open(Path(f.folder) / f.file).convert("RGB")
+            crop = Image.open(f.folder / f.file).convert("RGB")
             h = max(1, round(crop.height * TILE_W / crop.width))
             tile = Image.new("RGB", (TILE_W + TEXT_W, max(h, 70) + 6), "white")
             tile.paste(crop.resize((TILE_W, h), Image.Resampling.BICUBIC), (0, 3))
@@ -157,8 +168,8 @@ def summarise(
     Raises:
         AuditError: a row is not judged U or R, or is not a failure of ``reports``.
     """
-    failures = crop_failures(reports)
-    known = {(Path(f.folder).name, f.file) for f in failures}
+    failures = _failed_crops(reports)
+    known = {(folder.name, f["file"]) for folder, f in failures}
     for r in rows:
         if r.get(column) not in JUDGMENTS:
             raise AuditError(f"row {r['index']}: {column} {r.get(column)!r} is not U or R")
@@ -209,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     w.writerow(
                         [
                             i,
-                            Path(f.folder).name,
+                            f.folder.name,
                             f.file,
                             f.width,
                             f.height,

@@ -14,6 +14,7 @@ import torch
 from tools import ROOT, SAMPLES, load_module
 
 from handler.local_serving import ServingError, find_java
+from kplate.synth import read_labels
 
 SCRIPT = ROOT / "scripts" / "check_serving_torch.py"
 
@@ -21,7 +22,7 @@ SCRIPT = ROOT / "scripts" / "check_serving_torch.py"
 def test_a_sample_read_otherwise_than_labelled_is_a_failure(tmp_path: Path) -> None:
     folder = tmp_path / "samples"
     shutil.copytree(SAMPLES, folder)
-    rows = [json.loads(line) for line in (folder / "labels.jsonl").read_text().splitlines()]
+    rows = read_labels(folder / "labels.jsonl")
     scene = next(r for r in rows if r["file"].startswith("scene"))
     scene["text"] = "12가3456"
     crop = next(r for r in rows if r["file"].startswith("crop"))
