@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tools import ROOT
+from tools import READER_ALONE, ROOT
 
 from kplate import Recognizer
 
@@ -24,8 +24,10 @@ def recognizer() -> Recognizer:
 
 @pytest.fixture(scope="session")
 def reader_only(recognizer: Recognizer) -> Recognizer:
-    """The shipped models without the crop reader: crops read by the reader of photos."""
-    return Recognizer(recognizer.detector, recognizer.reader, recognizer.config, recognizer.device)
+    """The shipped models without the crop reader: crops and photos read by the reader of
+    photos alone."""
+    config = recognizer.config.updated(reader=READER_ALONE)
+    return Recognizer(recognizer.detector, recognizer.reader, config, recognizer.device)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from kplate.config import CONFIG_DIR, load_config
+from kplate.config import CONFIG_DIR, EngineConfig, load_config
 from kplate.errors import ConfigError
 
 
@@ -48,7 +48,7 @@ def test_updated_changes_only_the_named_fields_and_validates() -> None:
 
 
 def test_readers_are_named_and_at_least_one() -> None:
-    cfg = load_config()
+    cfg = EngineConfig()  # the defaults: the reader alone reads photos (engine.yaml differs)
     assert cfg.reader.read_with == ("reader",) and cfg.reader.crop_read_with == ("crop_reader",)
     both = cfg.updated(reader={"read_with": ["reader", "crop_reader"]}).reader.read_with
     assert both == ("reader", "crop_reader")

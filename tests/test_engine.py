@@ -18,7 +18,7 @@ import torch
 import yaml
 from loose_crops import loose_crops_read_exactly
 from PIL import Image
-from tools import SAMPLES
+from tools import READER_ALONE, SAMPLES
 
 from kplate import Plate, Reading, Recognizer, plates
 from kplate.annotate import LABEL_COLOR, RIGHT_COLOR, WRONG_COLOR
@@ -183,7 +183,8 @@ def test_crops_are_read_by_the_crop_reader_when_the_weights_have_one(
     assert tuned.crop_reader is other.crop_reader
     got, want = _crop_readings(other)
     assert got != want  # a random reader cannot read them
-    assert _texts(_scene_results(other)) == _texts(_scene_results(recognizer))
+    alone = [r.reconfigured(reader=READER_ALONE) for r in (other, recognizer)]
+    assert _texts(_scene_results(alone[0])) == _texts(_scene_results(alone[1]))
 
 
 def test_plates_are_read_with_the_mean_of_the_readers_named(
@@ -202,10 +203,10 @@ def test_plates_are_read_with_the_mean_of_the_readers_named(
     np.testing.assert_allclose(both, (reader + crop_reader) / 2, rtol=1e-5, atol=1e-7)
     # the names reach recognize() and read()
     swapped = other.reconfigured(
-        reader={"read_with": ["crop_reader"], "crop_read_with": ["reader"]}
+        reader={**READER_ALONE, "read_with": ["crop_reader"], "crop_read_with": ["reader"]}
     )
     assert _crop_readings(swapped)[0] == _crop_readings(reader_only)[0]
-    assert _texts(_scene_results(swapped)) != _texts(_scene_results(recognizer))
+    assert _texts(_scene_results(swapped)) != _texts(_scene_results(reader_only))
 
 
 def test_naming_a_crop_reader_the_weights_lack_warns(
@@ -223,12 +224,12 @@ def test_naming_a_crop_reader_the_weights_lack_warns(
 
 
 def test_detections_are_kept_only_when_the_judges_reading_is(
-    recognizer: Recognizer, tmp_path: Path
+    recognizer: Recognizer, reader_only: Recognizer, tmp_path: Path
 ) -> None:
     """``reader.judge_with`` names the weights whose mean reading decides whether a detection
     is a plate; the text is still ``read_with``'s."""
-    other = _with_random_crop_reader(recognizer, tmp_path)
-    want = _texts(_scene_results(recognizer))
+    other = _with_random_crop_reader(recognizer, tmp_path).reconfigured(reader=READER_ALONE)
+    want = _texts(_scene_results(reader_only))
     assert _texts(_scene_results(other.reconfigured(reader={"judge_with": ["reader"]}))) == want
     by_random = _texts(_scene_results(other.reconfigured(reader={"judge_with": ["crop_reader"]})))
     assert sum(map(len, by_random)) < sum(map(len, want))
@@ -244,7 +245,8 @@ def test_a_second_opinion_reads_only_the_plates_the_judges_are_unsure_of(
     below as with both readers on every plate."""
     both = {"read_with": ["reader", "crop_reader"], "judge_with": ["reader"]}
     alone, averaged = (
-        _scene_results(r) for r in (recognizer, recognizer.reconfigured(reader=both))
+        _scene_results(recognizer.reconfigured(reader=r))
+        for r in (READER_ALONE, {**both, "second_opinion_below": None})
     )
     scores = sorted(p.text_score for ps in alone for p in ps)
     assert len(scores) >= 3 and averaged != alone

@@ -33,19 +33,22 @@ from kplate.evaluate import evaluate
 #: exact 0.621, character accuracy 0.919 (18 of 29: one newly right, one newly wrong). The
 #: weights of 2026-12-06 (generator with electric plates' marks, flat-topped 3s, strong roll):
 #: scenes 0.938 / 0.938 / 0.750 (15 of 16 returned, 1 false plate, 12 read exactly), crops
-#: exact 0.793, character accuracy 0.943 (23 of 29). The floors sit one plate or crop below.
+#: exact 0.793, character accuracy 0.943 (23 of 29). Since the crop reader gives a second
+#: opinion on the plates the reader is unsure of (``reader.second_opinion_below``, 2026-12-07):
+#: end to end 0.8125 (13 of 16), the rest the same. The floors sit one plate or crop below.
 #: (16 scene plates and 29 crops: one plate is 6 or 3.4 points.)
 MEASURED = {
     "precision": 0.88,
     "recall": 0.87,
-    "e2e_exact": 0.68,
+    "e2e_exact": 0.75,
     "crop_exact": 0.75,
     "crop_char_acc": 0.92,
 }
 #: The issue's targets.
 TARGETS = {"precision": 0.90, "recall": 0.95, "e2e_exact": 0.80, "crop_exact": 0.90}
-#: Targets the shipped weights reach (precision 0.938 since 2026-12-06): hard requirements.
-REACHED = {"precision"}
+#: Targets the shipped weights reach (precision 0.938 since 2026-12-06, end to end 0.8125
+#: since 2026-12-07): hard requirements.
+REACHED = {"precision", "e2e_exact"}
 NOT_YET = pytest.mark.xfail(
     strict=True,
     reason="target not reached by the shipped weights (see kplate/weights/MODEL_CARD.md)",

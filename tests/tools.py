@@ -15,6 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 #: Synthetic sample images and their labels, made by the generator for the tests.
 SAMPLES = ROOT / "tests" / "data" / "synthetic"
+#: Reader settings under which the reader of photos alone reads every detected plate (the
+#: shipped config asks the crop reader for a second opinion on the plates it is unsure of).
+READER_ALONE = {"read_with": ["reader"], "judge_with": None, "second_opinion_below": None}
 
 
 def make_tool() -> str:
