@@ -232,7 +232,9 @@ GCS_KEY_SECRET := kplate-gcs-key
 
 .PHONY: upload deploy undeploy port-forward request image image-push gcs-secret
 
-upload: $(STAMP) ## upload gs/config + gs/model-store to gs://BUCKET/PREFIX (default: k8s/base/params.env)
+# Depends on the .mar itself: an archive older than the handler, the engine source, its
+# configs or the weights (MAR_SOURCES) is rebuilt before anything is uploaded.
+upload: $(STAMP) $(MAR) ## build the .mar if stale, then upload gs/config + gs/model-store to gs://BUCKET/PREFIX (default: k8s/base/params.env)
 	$(call require,BUCKET,pass BUCKET=my-bucket or set bucket= in $(K8S_PARAMS))
 	$(call require,PREFIX,pass PREFIX=kplate/v1 or set prefix= in $(K8S_PARAMS))
 	$(PY) gs/upload.py --bucket $(BUCKET) --prefix $(PREFIX)

@@ -26,6 +26,7 @@ import kplate
 from handler.protocol import (
     BatchState,
     EngineError,
+    UnexpectedError,
     build_response,
     decode_images,
     encode_json,
@@ -123,7 +124,12 @@ class KplateHandler(BaseHandler):
         return output
 
     def preprocess(self, data: list[Any]) -> BatchState:
-        """Parse and decode every request; a bad one is recorded, never raised."""
+        """Parse and decode every request; a bad one is recorded, never raised.
+
+        A typed error keeps its own status (4xx for bad input); any other exception while
+        reading one request is logged with its traceback and fails that request alone with
+        a 500, so it never takes the other requests of the batch down with it.
+        """
         batch = BatchState()
         for idx, item in enumerate(data):
             try:
@@ -137,16 +143,31 @@ class KplateHandler(BaseHandler):
                     parsed,
                     max_pixels=self.settings.max_pixels,
                     max_image_bytes=self.settings.max_image_bytes,
+                    max_request_pixels=self.settings.max_request_pixels,
                 )
             except KplateError as exc:
                 logger.info("request %d rejected (%d): %s", idx, exc.http_status, exc)
-                batch.errors[idx] = exc
-                batch.parsed.append(None)
-                batch.arrays.append([])
+                self._fail(batch, idx, exc)
+                continue
+            except Exception as exc:  # one request's failure must stay its own
+                logger.exception("request %d failed while it was read", idx)
+                self._fail(
+                    batch,
+                    idx,
+                    UnexpectedError(
+                        f"internal error while reading this request: {type(exc).__name__}"
+                    ),
+                )
                 continue
             batch.parsed.append(parsed)
             batch.arrays.append(arrays)
         return batch
+
+    @staticmethod
+    def _fail(batch: BatchState, idx: int, exc: KplateError) -> None:
+        batch.errors[idx] = exc
+        batch.parsed.append(None)
+        batch.arrays.append([])
 
     def inference(self, batch: BatchState, *args: Any, **kwargs: Any) -> BatchState:
         """Recognise the images of all good requests in one engine call."""

@@ -11,7 +11,9 @@ worker of each model is ``READY`` (management API), then serve on port 8080
 
 The kplate handler parses KServe bodies itself (no ``service_envelope``), so the front
 forwards bodies unchanged. TorchServe's 4xx answers (bad image, bad base64, too large) come
-back with their status and JSON message instead of the SDK's generic 500.
+back with their status and JSON message instead of the SDK's generic 500. A body over
+TorchServe's own ``max_request_size`` is refused with 413 before it is read (by its
+``Content-Length``, or, for a chunked body, as soon as the bytes read pass the limit).
 
 Usage::
 
@@ -29,16 +31,21 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("kplate.front")
 
 DEFAULT_CONFIG_PATH = "/mnt/models/config/config.properties"
 DEFAULT_INFERENCE_ADDRESS = "http://127.0.0.1:8085"
 DEFAULT_MANAGEMENT_ADDRESS = "http://127.0.0.1:8085"
+#: TorchServe's ``max_request_size`` when config.properties does not set one.
+DEFAULT_MAX_REQUEST_SIZE = 6_553_500
 #: Headers worth passing on to TorchServe.
 FORWARDED_HEADERS = ("x-request-id", "traceparent", "tracestate", "x-b3-traceid")
 
@@ -73,6 +80,85 @@ def read_properties(path: Path) -> dict[str, str]:
     return props
 
 
+def max_request_size(props: Mapping[str, str]) -> int:
+    """The largest request body TorchServe accepts: ``max_request_size`` in bytes."""
+    return int(props.get("max_request_size", DEFAULT_MAX_REQUEST_SIZE))
+
+
+class BodySizeLimit:
+    """ASGI middleware: a request body over ``max_bytes`` gets 413 before it is read.
+
+    A declared ``Content-Length`` over the limit is refused at once, without reading a byte
+    of the body. A body without one (chunked) is read up to the limit and refused as soon as
+    it passes it; one within the limit is handed on to the application unchanged.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        """Wrap ``app``; ``max_bytes`` is the largest body let through."""
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the body's size, then call the application (or answer 413)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None:
+            # The HTTP server stops a body at its Content-Length: no need to count.
+            if declared > self.max_bytes:
+                await self._reject(send, f"request body is {declared} bytes")
+                return
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._reject(send, f"chunked request body passed {size} bytes")
+                return
+            if not message.get("more_body", False):
+                break
+        pending = iter(messages)
+
+        async def replay() -> Message:
+            return next(pending, None) or await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, send: Send, what: str) -> None:
+        message = f"{what}; the limit is {self.max_bytes} (max_request_size)"
+        logger.info("refused: %s", message)
+        body = orjson.dumps({"error": message, "code": 413})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
 def model_names(props: Mapping[str, str]) -> list[str]:
     """Model names of ``model_snapshot`` (``["model"]`` when there is none, like the wrapper)."""
     snapshot = json.loads(props.get("model_snapshot", "{}") or "{}")
@@ -81,7 +167,7 @@ def model_names(props: Mapping[str, str]) -> list[str]:
 
 
 def loopback_url(address: str) -> str:
-    """TorchServe binds ``0.0.0.0``; the front, in the same pod, calls it on loopback."""
+    """The address to call: loopback where TorchServe binds every interface (``0.0.0.0``)."""
     return address.replace("://0.0.0.0", "://127.0.0.1").rstrip("/")
 
 
@@ -257,6 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inference_address", default=None, help="overrides the config's")
     parser.add_argument("--management_address", default=None, help="overrides the config's")
     parser.add_argument(
+        "--max_request_size",
+        type=int,
+        default=None,
+        help="largest request body in bytes (413 above); default: the config's "
+        f"max_request_size, else TorchServe's default {DEFAULT_MAX_REQUEST_SIZE}",
+    )
+    parser.add_argument(
         "--ready_timeout", type=float, default=300.0, help="seconds to wait for TorchServe"
     )
     parser.add_argument(
@@ -303,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     app.add_exception_handler(PredictorError, predictor_error_handler)
+    body_limit = args.max_request_size or max_request_size(props)
+    app.add_middleware(BodySizeLimit, max_bytes=body_limit)
     server = kserve.ModelServer(
         http_port=args.http_port,
         workers=1,
@@ -314,7 +409,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("kserve.trace").setLevel(logging.WARNING)
     server.dataplane = FrontDataPlane(model_registry=server.registered_models)
     logger.info(
-        "KServe front on :%d -> TorchServe %s (models %s)", args.http_port, inference, names
+        "KServe front on :%d -> TorchServe %s (models %s, bodies up to %d bytes)",
+        args.http_port,
+        inference,
+        names,
+        body_limit,
     )
     server.start(models)
     return 0

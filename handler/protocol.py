@@ -28,7 +28,7 @@ import binascii
 import json
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -36,10 +36,11 @@ from typing import Any
 import numpy as np
 
 from kplate.errors import ImageTooLargeError, KplateError
-from kplate.imageio import decode_image
+from kplate.imageio import decode_image, header_size
 
-#: Multipart fields that carry images: ``data``, ``file``, ``image`` and numbered variants.
-IMAGE_FIELD_RE = re.compile(r"^(data|file|image)([\[\]_\-.]*\w*)?$", re.IGNORECASE)
+#: Multipart fields that carry images: ``data``, ``file``, ``image``, each optionally numbered
+#: (``file2``, ``file_2``, ``file[2]``). Other fields (``filename``, ``note``) are ignored.
+IMAGE_FIELD_RE = re.compile(r"^(data|file|image)(\d+|_\d+|\[\d+\])?$", re.IGNORECASE)
 _DATA_URL_RE = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 _WHITESPACE_RE = re.compile(r"\s+")
 
@@ -60,6 +61,12 @@ class PayloadTooLargeError(ImageTooLargeError):
 
 class EngineError(KplateError, RuntimeError):
     """The engine failed on one request's images while the others went through."""
+
+    http_status = 500
+
+
+class UnexpectedError(KplateError, RuntimeError):
+    """An unforeseen failure while reading one request; it fails that request alone."""
 
     http_status = 500
 
@@ -157,14 +164,43 @@ def parse_request(
 
 
 def decode_images(
-    parsed: ParsedRequest, *, max_pixels: int, max_image_bytes: int
+    parsed: ParsedRequest,
+    *,
+    max_pixels: int,
+    max_image_bytes: int,
+    max_request_pixels: int | None = None,
 ) -> list[np.ndarray]:
     """Decode every image of a request to RGB arrays, naming the bad one on failure.
 
+    The image sizes are read from the headers first: an image over ``max_pixels``, or images
+    adding up to more than ``max_request_pixels``, are refused before any pixel is decoded.
+
     Raises:
         KplateError: ``InvalidImageError`` (400) or ``ImageTooLargeError`` (413), with the
-            image's index in the message when the request carries several.
+            image's index in the message when the request carries several;
+            ``PayloadTooLargeError`` (413) when the images together exceed
+            ``max_request_pixels``.
     """
+    several = len(parsed.images) > 1
+    total = 0
+    for index, raw in enumerate(parsed.images):
+        size = header_size(raw)
+        if size is None:
+            continue  # not readable as an image: decode_image says why, below
+        width, height = size
+        if width * height > max_pixels:
+            prefix = f"image {index}: " if several else ""
+            raise ImageTooLargeError(
+                f"{prefix}image is {width}x{height} = {width * height} pixels; "
+                f"the limit is {max_pixels}"
+            )
+        total += width * height
+    if max_request_pixels is not None and total > max_request_pixels:
+        raise PayloadTooLargeError(
+            f"the request's {len(parsed.images)} images have {total} pixels in all; the "
+            f"limit per request is {max_request_pixels} (send fewer or smaller images per "
+            "request)"
+        )
     arrays = []
     for index, raw in enumerate(parsed.images):
         try:
@@ -261,7 +297,11 @@ def _parse_body(body: Any, content_type: str | None, max_bytes: int) -> ParsedRe
 def _loads(text: str | bytes) -> Any:
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError as exc:
+        raise RequestError("malformed JSON body: nested too deeply") from exc
+    except ValueError as exc:
+        # JSONDecodeError and UnicodeDecodeError are ValueErrors, and so is an integer
+        # literal over Python's 4,300-digit conversion limit.
         raise RequestError(f"malformed JSON body: {exc}") from exc
 
 
@@ -374,12 +414,17 @@ def _parse_v2(obj: Mapping[str, Any], max_bytes: int) -> ParsedRequest:
     return ParsedRequest(BodyKind.V2, tuple(images), request_id=request_id)
 
 
-def _flatten(data: list[Any]) -> Any:
-    for v in data:
-        if isinstance(v, list):
-            yield from _flatten(v)
-        else:
+def _flatten(data: list[Any]) -> Iterator[Any]:
+    """The leaves of nested lists, in order; iterative, so deep nesting cannot overflow."""
+    stack = [iter(data)]
+    while stack:
+        for v in stack[-1]:
+            if isinstance(v, list):
+                stack.append(iter(v))
+                break
             yield v
+        else:
+            stack.pop()
 
 
 def _b64decode(value: Any, where: str, max_bytes: int) -> bytes:

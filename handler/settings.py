@@ -19,6 +19,9 @@ from kplate.errors import ConfigError
 DEFAULT_MAX_IMAGE_BYTES = 8 * 1024 * 1024
 #: 40 MP: a 12 MP phone photo passes, a decompression bomb does not.
 DEFAULT_MAX_PIXELS = 40_000_000
+#: 48 MP for all images of one request together: four 12 MP phone photos pass; sixteen
+#: highly compressible 40 MP PNGs (a 3 MB request) no longer decode to 1.9 GB of pixels.
+DEFAULT_MAX_REQUEST_PIXELS = 48_000_000
 
 
 class HandlerSettings(BaseModel):
@@ -28,6 +31,8 @@ class HandlerSettings(BaseModel):
         max_images_per_request: images one request may carry (413 above).
         max_image_bytes: encoded size limit of one image (413 above).
         max_pixels: pixel limit of one decoded image, the decompression-bomb guard (413 above).
+        max_request_pixels: pixel limit of all decoded images of one request together,
+            checked from the image headers before anything is decoded (413 above).
         torch_threads: intra-op threads of the worker; ``None`` keeps torch's default.
         weights_dir: weights folder relative to the model directory; ``None`` uses the
             weights shipped inside the ``kplate`` package copy.
@@ -40,6 +45,7 @@ class HandlerSettings(BaseModel):
     max_images_per_request: int = Field(default=16, ge=1, le=256)
     max_image_bytes: int = Field(default=DEFAULT_MAX_IMAGE_BYTES, ge=1024)
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=64 * 64)
+    max_request_pixels: int = Field(default=DEFAULT_MAX_REQUEST_PIXELS, ge=64 * 64)
     # Optional[...], not "X | None": pydantic evaluates these at runtime, and the
     # torchserve-kfs image runs Python 3.9 (the modules shipped in the .mar must import there).
     torch_threads: Optional[int] = Field(default=None, ge=1, le=256)  # noqa: UP045

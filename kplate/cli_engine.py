@@ -95,22 +95,37 @@ def _load_recognizer(args: argparse.Namespace) -> Any:
     return Recognizer.load(weights_dir=args.weights, device=args.device)
 
 
+#: ``kplate predict``'s exit status when some images could not be read (the others are).
+EXIT_SOME_FAILED = 1
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from kplate.annotate import annotate
+    from kplate.errors import KplateError
     from kplate.imageio import decode_image
 
     missing = [p for p in args.images if not p.is_file()]
     if missing:
         raise FileNotFoundError("no such image: " + ", ".join(str(p) for p in missing))
     rec = _load_recognizer(args)
-    results = []
-    for path in args.images:
-        img = decode_image(path.read_bytes())
+    names = annotated_names(args.images)
+    results: list[dict[str, Any]] = []
+    failed = 0
+    for path, name in zip(args.images, names):
+        try:
+            img = decode_image(path.read_bytes())
+        except KplateError as exc:  # this image alone: the others are still read
+            failed += 1
+            log.error("%s: %s", path, exc)
+            results.append({"image": str(path), "plates": [], "error": str(exc)})
+            if not args.json:
+                print(f"{path}: error: {exc}")
+            continue
         plates = rec.recognize([img])[0]
         results.append({"image": str(path), "plates": [p.to_dict() for p in plates]})
         if args.save_annotated:
             args.save_annotated.mkdir(parents=True, exist_ok=True)
-            out = args.save_annotated / f"{path.stem}.annotated.jpg"
+            out = args.save_annotated / name
             annotate(img, plates).save(out, quality=90)
             log.info("annotated: %s", out)
         if not args.json:
@@ -121,7 +136,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(results, sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
-    return 0
+    return EXIT_SOME_FAILED if failed else 0
+
+
+def annotated_names(paths: list[Path]) -> list[str]:
+    """``STEM.annotated.jpg`` for each of ``paths``; a stem already used in this run
+    (``a/car.jpg`` and ``b/car.png``) becomes ``STEM-2``, ``STEM-3`` ... (the first free one),
+    so no drawing overwrites another."""
+    taken: set[str] = set()
+    names = []
+    for path in paths:
+        name, n = path.stem, 1
+        while name in taken:
+            n += 1
+            name = f"{path.stem}-{n}"
+        taken.add(name)
+        names.append(f"{name}.annotated.jpg")
+    return names
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -152,14 +183,16 @@ def add_inference_commands(
     p.add_argument(
         "--json",
         action="store_true",
-        help='print one JSON array: [{"image": PATH, "plates": [...]}, ...]',
+        help='print one JSON array: [{"image": PATH, "plates": [...]}, ...]; an image that '
+        'cannot be decoded gets "plates": [] and its "error" (exit status 1)',
     )
     p.add_argument(
         "--save-annotated",
         type=Path,
         default=None,
         metavar="DIR",
-        help="write each image with its plates drawn and labelled",
+        help="write each image with its plates drawn and labelled, as STEM.annotated.jpg "
+        "(STEM-2.annotated.jpg ... where stems repeat)",
     )
     p.set_defaults(func=cmd_predict)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -40,7 +40,7 @@ class DetectorConfig(_Strict):
     #: Inference resizes the longer side to each of these and merges the detections: the
     #: detector saw plates of at most ~150 px in training, so large plates are found at the
     #: smaller scale and small ones at the larger.
-    infer_long_sides: tuple[int, ...] = Field((640, 320), min_length=1)
+    infer_long_sides: tuple[Annotated[int, Field(ge=32)], ...] = Field((640, 320), min_length=1)
     score_threshold: float = Field(0.4, gt=0, lt=1)
     nms_iou: float = Field(0.4, gt=0, le=1)
     max_plates: int = Field(16, ge=1)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from kplate import plates, targets
 from kplate.annotate import annotate_crop_error, annotate_scene_errors
 from kplate.imageio import to_rgb_array
-from kplate.result import Detection, Plate, Reading
+from kplate.result import Detection, Plate, Reading, hull
 from kplate.synth.dataset import read_labels
 
 IOU_THRESHOLD = 0.5
@@ -236,7 +236,8 @@ def _match(found: Sequence[_Found], gts: list[dict[str, Any]]) -> tuple[list[_Fo
     """``found`` best score first, and for each the index of its labelled plate (box IoU
     >= :data:`IOU_THRESHOLD`, greedy) or -1."""
     order = sorted(found, key=lambda f: -f.score)
-    boxes = [np.array(f.box) for f in order]
+    # the hull of the corners, as the synthetic labels' boxes are drawn (not clipped)
+    boxes = [np.array(hull(f.corners)) for f in order]
     return order, targets.match(boxes, [np.array(r["box"]) for r in gts], IOU_THRESHOLD)
 
 
@@ -254,7 +255,7 @@ def _score_scene(
         else:
             report.scenes["overall"].fp += 1
             report.failures.append(
-                {"file": name, "kind": "scene", "false_plate": p.text, "box": list(p.box)}
+                {"file": name, "kind": "scene", "false_plate": p.text, "box": list(hull(p.corners))}
             )
     for g, (row, truth) in enumerate(zip(gts, texts)):
         hit = matched.get(g)

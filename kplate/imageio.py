@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from typing import Union
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+
+# The *ImagePlugin modules are imported for their registration: Image.open(formats=FORMATS)
+# knows only the formats whose plugin is loaded.
+from PIL import (  # noqa: F401
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    ImageOps,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    WebPImagePlugin,
+)
 
 from kplate.errors import ImageTooLargeError, InvalidImageError
+
+log = logging.getLogger(__name__)
 
 #: Default pixel limit: a 4000x3000 photo is 12 MP; 40 MP leaves room and stops bombs.
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -20,6 +35,12 @@ EXIF_ORIENTATION = 0x0112
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 #: The JPEG end-of-image marker: a file that does not end with it may be truncated.
 JPEG_EOI = b"\xff\xd9"
+#: Pillow formats decoded from bytes (JPEG's includes the multi-picture JPEGs some phones
+#: write). Others are refused before any of their parsers runs.
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+#: Pillow modes of more than 8 bits a channel (16-bit grey PNG and TIFF, 32-bit integer,
+#: float), which ``convert("RGB")`` would clip at 255 instead of scaling.
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 ImageInput = Union[
     Image.Image, np.ndarray, bytes, bytearray, memoryview
@@ -48,7 +69,7 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(raw))
+            img = Image.open(io.BytesIO(raw), formats=FORMATS)
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageTooLargeError(
@@ -58,17 +79,32 @@ def decode_image(
             if plain is not None:
                 return plain
             img.load()
-    except ImageTooLargeError:
+            return to_rgb_array(img, max_pixels=max_pixels)
+    except (ImageTooLargeError, InvalidImageError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"image rejected as a decompression bomb: {exc}") from exc
     except Image.UnidentifiedImageError as exc:
         raise InvalidImageError(
-            f"cannot decode image ({len(raw)} bytes): not a known image format"
+            f"cannot decode image ({len(raw)} bytes): not an image of a supported format "
+            f"({', '.join(FORMATS)})"
         ) from exc
     except Exception as exc:  # PIL raises many types for truncated or corrupt data
         raise InvalidImageError(f"cannot decode image ({len(raw)} bytes): {exc}") from exc
-    return to_rgb_array(img)
+
+
+def header_size(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
+    """``(width, height)`` from an encoded image's header, without decoding its pixels (so
+    limits on many images can be checked before any is decoded); ``None`` when the header
+    cannot be read as one of :data:`FORMATS` (:func:`decode_image` then says why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(bytes(data)), formats=FORMATS) as img:
+                width, height = img.size
+    except Exception:  # noqa: BLE001 - an unreadable header is decode_image's to report
+        return None
+    return int(width), int(height)
 
 
 def _decode_plain_jpeg(raw: bytes, header: Image.Image) -> np.ndarray | None:
@@ -80,7 +116,7 @@ def _decode_plain_jpeg(raw: bytes, header: Image.Image) -> np.ndarray | None:
     4-bytes-a-pixel image must be copied out to an array."""
     if header.format != "JPEG" or header.mode != "RGB" or not raw.endswith(JPEG_EOI):
         return None
-    if header.getexif().get(EXIF_ORIENTATION, 1) != 1:
+    if orientation(header) != 1:
         return None
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
     bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), flags)
@@ -97,8 +133,12 @@ def to_rgb_array(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     if isinstance(image, (bytes, bytearray, memoryview)):
         return decode_image(image, max_pixels=max_pixels)
     if isinstance(image, Image.Image):
-        if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # else exif_transpose would copy
+        w, h = image.size
+        _check_size(w, h, max_pixels, "image")
+        if orientation(image) != 1:  # else exif_transpose would copy
             image = ImageOps.exif_transpose(image) or image
+        if image.mode in WIDE_MODES:
+            return to_rgb_array(to_8bit(np.asarray(image)), max_pixels=max_pixels)
         if image.mode != "RGB":
             image = image.convert("RGB")
         return np.asarray(image, dtype=np.uint8)
@@ -110,9 +150,45 @@ def to_rgb_array(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
             arr = np.repeat(arr[:, :, None], 3, axis=2)
         if arr.ndim != 3 or arr.shape[2] not in (3, 4):
             raise InvalidImageError(f"array images must be HxW, HxWx3 or HxWx4, got {arr.shape}")
-        if arr.shape[0] * arr.shape[1] > max_pixels:
-            raise ImageTooLargeError(f"array image {arr.shape} exceeds {max_pixels} pixels")
-        if arr.shape[0] == 0 or arr.shape[1] == 0:
-            raise InvalidImageError(f"array image has no pixels: {arr.shape}")
+        _check_size(arr.shape[1], arr.shape[0], max_pixels, f"array image {arr.shape}")
         return np.ascontiguousarray(arr[:, :, :3])
     raise InvalidImageError(f"unsupported image type {type(image).__name__}")
+
+
+def _check_size(width: int, height: int, max_pixels: int, what: str) -> None:
+    """Raise unless a ``width`` x ``height`` image has pixels, and at most ``max_pixels``."""
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{what} is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+        )
+    if width == 0 or height == 0:
+        raise InvalidImageError(f"{what} has no pixels: {width}x{height}")
+
+
+def orientation(image: Image.Image) -> int:
+    """The EXIF orientation of ``image`` (1, upright, when absent or unreadable: a camera's
+    malformed EXIF block does not make its pixels unusable)."""
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception as exc:  # noqa: BLE001 - Pillow raises SyntaxError, struct.error ...
+        log.debug("unreadable EXIF block ignored: %s", exc)
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def to_8bit(values: np.ndarray) -> np.ndarray:
+    """A grey image of more than 8 bits (Pillow's ``I;16``, ``I`` or ``F`` modes) as ``uint8``:
+    values up to 255 are kept, up to 65535 taken as 16-bit and divided by 257, and wider ones
+    stretched from their minimum to their maximum."""
+    v = np.asarray(values, np.float64)
+    if v.size == 0:
+        return np.zeros(v.shape, np.uint8)
+    v = np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(v.min()), float(v.max())
+    if lo >= 0 and hi <= 255:
+        pass
+    elif lo >= 0 and hi <= 65535:
+        v = v / 257.0
+    else:
+        v = (v - lo) * (255.0 / max(hi - lo, 1e-12))
+    return np.clip(np.rint(v), 0, 255).astype(np.uint8)

@@ -6,6 +6,7 @@ Pure functions only; no model, no I/O. The facts come from ``DOMAIN.md``.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -49,7 +50,7 @@ COLORS: tuple[str, ...] = ("white", "green", "yellow", "blue", "orange")
 
 _HANGUL = "\uac00-\ud7a3"
 _PLATE_RE = re.compile(
-    rf"^(?P<region>[{_HANGUL}]{{2}})?(?P<type>\d{{2,3}})(?P<use>[{_HANGUL}])(?P<serial>\d{{4}})$"
+    rf"^(?P<region>[{_HANGUL}]{{2}})?(?P<type>[0-9]{{2,3}})(?P<use>[{_HANGUL}])(?P<serial>[0-9]{{4}})$"
 )
 
 
@@ -88,8 +89,10 @@ class PlateText:
 
 
 def normalize(text: str) -> str:
-    """Remove whitespace and separators a person or label file may insert."""
-    return re.sub(r"[\s\-·.]", "", text)
+    """Remove whitespace and separators a person or label file may insert, with full-width
+    digits and other compatibility characters in their plain form (NFKC; Hangul syllables
+    are unchanged)."""
+    return re.sub(r"[\s\-·.]", "", unicodedata.normalize("NFKC", text))
 
 
 def parse(text: str) -> PlateText | None:
@@ -113,12 +116,12 @@ def parse(text: str) -> PlateText | None:
 
 def vehicle_type(type_number: str) -> str:
     """Map a type number to ``passenger|van|truck|special|emergency`` (``unknown`` if malformed)."""
-    if not type_number.isdigit() or len(type_number) not in (2, 3):
+    if re.fullmatch("[0-9]{2,3}", type_number) is None:
         return "unknown"
     n = int(type_number)
     table: tuple[tuple[int, str], ...]
     if len(type_number) == 2:
-        table = ((69, "passenger"), (79, "van"), (97, "truck"), (99, "special"))
+        table = ((0, "unknown"), (69, "passenger"), (79, "van"), (97, "truck"), (99, "special"))
     else:
         table = (
             (99, "unknown"),

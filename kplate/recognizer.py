@@ -202,7 +202,8 @@ class Recognizer:
         results: list[list[Plate]] = [[] for _ in arrays]
         for (i, d), r, j in zip(owners, readings, judged):
             if self._accept(j) and self._accept(r):
-                results[i].append(Plate.from_parts(d, r))
+                h, w = arrays[i].shape[:2]
+                results[i].append(Plate.from_parts(d, r, (w, h)))
         return results
 
     def _read_plates(self, crops: Sequence[np.ndarray]) -> tuple[list[Reading], list[Reading]]:

@@ -62,10 +62,14 @@ class Plate:
     corners: tuple[Point, Point, Point, Point]
     score: float
     text_score: float
+    image_size: tuple[int, int] | None = None  # (width, height): the box is clipped to it
 
     @classmethod
-    def from_parts(cls, detection: Detection, reading: Reading) -> Plate:
-        """Combine a detection and a reading, splitting the text into its parts."""
+    def from_parts(
+        cls, detection: Detection, reading: Reading, image_size: tuple[int, int] | None = None
+    ) -> Plate:
+        """Combine a detection and a reading, splitting the text into its parts; the plate
+        lies in an image of ``image_size`` ``(width, height)`` when given."""
         parts = plates.parse(reading.text)
         return cls(
             text=reading.text,
@@ -78,12 +82,24 @@ class Plate:
             corners=detection.corners,
             score=detection.score,
             text_score=reading.score,
+            image_size=image_size,
         )
 
     @property
     def box(self) -> tuple[float, float, float, float]:
-        """Axis-aligned hull of the corners as ``(x1, y1, x2, y2)``."""
-        return hull(self.corners)
+        """Axis-aligned hull of the corners as ``(x1, y1, x2, y2)``, clipped to the image when
+        its size is known: a plate cut by the frame has corners outside the image (they are
+        the whole plate's), but its box is the part of it in the image."""
+        x1, y1, x2, y2 = hull(self.corners)
+        if self.image_size is None:
+            return (x1, y1, x2, y2)
+        w, h = self.image_size
+        return (
+            min(max(x1, 0.0), w),
+            min(max(y1, 0.0), h),
+            min(max(x2, 0.0), w),
+            min(max(y2, 0.0), h),
+        )
 
     @property
     def type_code(self) -> str | None:

@@ -14,9 +14,10 @@ it calls the local front started by ``make serve`` (``http://127.0.0.1:8080``). 
 ``--kserve`` each image goes as raw bytes to TorchServe's ``/predictions/<model>``
 (``http://127.0.0.1:8085``).
 
-Every request stays under 6 MB: bigger images are re-encoded as JPEG and downscaled, and
-several images are split over several requests. Plate coordinates are mapped back to the
-original image.
+Every request stays under 6 MB and 16 images (the server's ``max_images_per_request``):
+bigger images are re-encoded as JPEG and downscaled, and more images are split over several
+requests. Plate coordinates, in the printed plates and in ``--json``'s responses alike, are
+mapped back to the original image.
 
 Exit status: 0 success, 1 requests or Pillow missing (run by an interpreter without them and
 no ``.venv`` beside: ``make install`` makes it, and the script then runs in it), 2 bad
@@ -77,6 +78,9 @@ log = logging.getLogger("kplate.request")
 MAX_REQUEST_BYTES = 6_000_000
 #: Room for the JSON around the base64 text of the images.
 JSON_OVERHEAD = 2_048
+#: Images in one request: the served model's ``max_images_per_request``
+#: (handler/model-config.yaml) answers 413 above it.
+MAX_IMAGES_PER_REQUEST = 16
 LOCAL_FRONT = "http://127.0.0.1:8080"
 LOCAL_TORCHSERVE = "http://127.0.0.1:8085"
 EXIT_OK, EXIT_INPUT, EXIT_UNREACHABLE, EXIT_HTTP, EXIT_BROKEN_PIPE = 0, 2, 3, 4, 141
@@ -181,13 +185,16 @@ def fit_image(name: str, data: bytes, max_bytes: int) -> Prepared:
     return Prepared(name, sent, base.width / image.width, data)
 
 
-def chunks(images: Sequence[Prepared], max_payload: int) -> Iterator[list[Prepared]]:
-    """Group images so that each request's base64 payload stays under ``max_payload``."""
+def chunks(
+    images: Sequence[Prepared], max_payload: int, max_images: int = MAX_IMAGES_PER_REQUEST
+) -> Iterator[list[Prepared]]:
+    """Group images so that each request's base64 payload stays under ``max_payload`` and
+    it carries at most ``max_images`` images."""
     group: list[Prepared] = []
     size = 0
     for image in images:
         encoded = 4 * ((len(image.data) + 2) // 3) + 64
-        if group and size + encoded > max_payload:
+        if group and (size + encoded > max_payload or len(group) >= max_images):
             yield group
             group, size = [], 0
         group.append(image)
@@ -334,15 +341,17 @@ def post(
 def recognise(
     images: Sequence[Prepared], endpoint: Endpoint, args: argparse.Namespace
 ) -> tuple[list[list[dict[str, Any]]], list[Any]]:
-    """Send the images; return one plate list per image and the raw responses."""
+    """Send the images; return one plate list per image and the responses, both with the
+    coordinates mapped back to the original images (responses otherwise as received)."""
     plates: list[list[dict[str, Any]]] = []
     raw: list[Any] = []
     if not args.kserve:
         url = f"{endpoint.url}/predictions/{args.model_name}"
         for image in images:
             body = post(url, timeout=args.timeout, host=endpoint.host, data=image.data)
-            raw.append(body)
-            plates.append(_as_plate_list(body, url))
+            found = rescale(_as_plate_list(body, url), image.scale)
+            raw.append(found)
+            plates.append(found)
         return plates, raw
     if args.protocol == "v2":
         url = f"{endpoint.url}/v2/models/{args.model_name}/infer"
@@ -355,7 +364,6 @@ def recognise(
             host=endpoint.host,
             json_body=kserve_body(group, args.protocol),
         )
-        raw.append(body)
         lists: Any
         if args.protocol == "v2":
             outputs = body.get("outputs") if isinstance(body, dict) else None
@@ -368,8 +376,26 @@ def recognise(
             raise ClientError(
                 f"{url}: expected {len(group)} results, got {lists!r:.200}", EXIT_HTTP
             )
-        plates.extend(_as_plate_list(x, url) for x in lists)
+        mapped = [rescale(_as_plate_list(x, url), i.scale) for x, i in zip(lists, group)]
+        plates.extend(mapped)
+        raw.append(_with_plates(body, mapped, args.protocol))
     return plates, raw
+
+
+def _with_plates(body: dict[str, Any], plates: list[list[dict[str, Any]]], protocol: str) -> Any:
+    """A KServe response with its plate lists replaced by ``plates`` (mapped back to the
+    original images); the response itself when they are the same."""
+    if protocol == "v2":
+        output = body["outputs"][0]
+        sent = [json.loads(x) if isinstance(x, str) else x for x in output["data"]]
+        if sent == plates:
+            return body
+        data = [json.dumps(p, ensure_ascii=False) if isinstance(x, str) else p
+                for p, x in zip(plates, output["data"])]  # fmt: skip
+        return {**body, "outputs": [{**output, "data": data}, *body["outputs"][1:]]}
+    if body["predictions"] == plates:
+        return body
+    return {**body, "predictions": plates}
 
 
 def _as_plate_list(value: Any, url: str) -> list[dict[str, Any]]:
@@ -379,7 +405,8 @@ def _as_plate_list(value: Any, url: str) -> list[dict[str, Any]]:
 
 
 def rescale(plates: list[dict[str, Any]], scale: float) -> list[dict[str, Any]]:
-    """Map plate coordinates from the sent image back to the original."""
+    """Map plate coordinates from the sent image back to the original (the same list when
+    the image was sent unchanged)."""
     if scale == 1.0:
         return plates
     out = []
@@ -505,17 +532,37 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         for body in raw:
             print(json.dumps(body, ensure_ascii=False, indent=2))
-    for image, sent_plates in zip(prepared, plates):
-        found = rescale(sent_plates, image.scale)
+    names = annotated_names([image.name for image in prepared])
+    for image, found, name in zip(prepared, plates, names):
         if not args.json:
             print(f"{image.name}: {len(found)} plate{'s' if len(found) != 1 else ''}")
             for plate in found:
                 print(draw_plate(plate))
         if args.save_annotated:
-            stem = Path(image.name).stem if image.name != "-" else "stdin"
-            out = annotate(image.original, found, args.save_annotated / f"{stem}_plates.jpg")
+            out = annotate(image.original, found, args.save_annotated / name)
             print(f"annotated: {out}", file=sys.stderr)
     return EXIT_OK
+
+
+def annotated_names(names: Sequence[str]) -> list[str]:
+    """``<stem>_plates.jpg`` for each input (``stdin`` for ``-``), numbered ``<stem>-2``,
+    ``<stem>-3``, ... where inputs share a stem (``a/car.jpg`` and ``b/car.jpg``), so no
+    annotated image overwrites another."""
+    stems = [Path(n).stem if n != "-" else "stdin" for n in names]
+    taken = {s for s in stems if stems.count(s) == 1}
+    seen: dict[str, int] = {}
+    out = []
+    for stem in stems:
+        name = stem
+        if stems.count(stem) > 1:
+            while True:
+                seen[stem] = seen.get(stem, 0) + 1
+                name = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
+                if name not in taken:
+                    break
+        taken.add(name)
+        out.append(f"{name}_plates.jpg")
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

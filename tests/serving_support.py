@@ -6,6 +6,10 @@ import base64
 import importlib.util
 import io
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +91,18 @@ def assert_plate_list(plates: object) -> None:
         assert set(plate) == PLATE_KEYS, set(plate) ^ PLATE_KEYS
         assert len(plate["box"]) == 4
         assert len(plate["corners"]) == 4
+
+
+@contextmanager
+def http_stand_in(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTPServer]:
+    """A stdlib HTTP server with ``handler`` on a free loopback port, served from a thread for
+    the duration of the block (stand-ins for the servers a client or a front calls)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

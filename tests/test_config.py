@@ -23,10 +23,13 @@ def test_unknown_key_fails(tmp_path: Path) -> None:
         load_config(p)
 
 
-def test_bad_value_fails(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "text", ["reader:\n  height: 63\n", "detector:\n  infer_long_sides: [640, 0]\n"]
+)
+def test_bad_value_fails(tmp_path: Path, text: str) -> None:
     p = tmp_path / "bad.yaml"
-    p.write_text("reader:\n  height: 63\n")
-    with pytest.raises(ConfigError, match="height"):
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=text.split(":")[1].strip()):
         load_config(p)
 
 

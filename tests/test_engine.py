@@ -298,16 +298,29 @@ def test_load_errors(tmp_path: Path) -> None:
 
 def test_predict_cli_json_and_annotated(tmp_path: Path) -> None:
     img = SAMPLES / SCENES[1]
+    (tmp_path / "other").mkdir()
+    twin = tmp_path / "other" / img.name  # the same stem: drawn under another name
+    twin.write_bytes(img.read_bytes())
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not a whole JPEG")
+    drawn = tmp_path / "drawn"
     r = subprocess.run(
-        [sys.executable, "-m", "kplate.cli", "predict", str(img), "--json", "-q",
-         "--device", "cpu", "--save-annotated", str(tmp_path)],
-        check=True, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "kplate.cli", "predict", str(img), str(bad), str(twin), "--json",
+         "-q", "--device", "cpu", "--save-annotated", str(drawn)],
+        check=False, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
+    assert r.returncode == 1, r.stderr  # one image failed; the others are read
     out = json.loads(r.stdout)
-    assert out[0]["image"] == str(img)
+    assert [o["image"] for o in out] == [str(img), str(bad), str(twin)]
     api = [p.to_dict() for p in Recognizer.load(device="cpu").recognize([Image.open(img)])[0]]
-    assert out[0]["plates"] == api
-    assert (tmp_path / f"{img.stem}.annotated.jpg").stat().st_size > 1000
+    assert api and out[0]["plates"] == api and out[2]["plates"] == api
+    assert "error" not in out[0] and out[1]["plates"] == []
+    assert "cannot decode image" in out[1]["error"] and f"{bad}: cannot decode" in r.stderr
+    assert sorted(p.name for p in drawn.iterdir()) == [
+        f"{img.stem}-2.annotated.jpg",
+        f"{img.stem}.annotated.jpg",
+    ]
+    assert (drawn / f"{img.stem}.annotated.jpg").stat().st_size > 1000
     r = subprocess.run([sys.executable, "-m", "kplate.cli", "predict", str(tmp_path / "missing.jpg")],
                        check=False, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 2 and "no such image" in r.stderr
@@ -528,3 +541,14 @@ def test_reader_training_crops_include_loose_ones() -> None:
     loose = [render_crop(0, i, (160, 64), loose=True).image for i in (3, 7)]
     assert np.array_equal(data.images[[3, 7]], np.stack(loose))
     assert np.array_equal(data.images[0], render_crop(0, 0, (160, 64)).image)
+
+
+def test_a_plate_cut_by_the_frame_keeps_its_corners_and_its_box_is_in_the_image() -> None:
+    det = Detection(((-12.0, 40.0), (60.0, 42.0), (61.0, 70.0), (-11.0, 68.0)), 0.9, "one-line",
+                    "white")  # fmt: skip
+    plate = Plate.from_parts(det, Reading("12가3456", 0.9), image_size=(50, 100))
+    d = plate.to_dict()
+    assert d["corners"][0] == [-12.0, 40.0]  # the whole plate's quadrilateral
+    assert d["box"] == [0.0, 40.0, 50.0, 70.0] and (d["width"], d["height"]) == (50.0, 30.0)
+    # without the image's size (a Plate built by hand) the box is the corners' hull
+    assert Plate.from_parts(det, Reading("12가3456", 0.9)).box == (-12.0, 40.0, 61.0, 70.0)

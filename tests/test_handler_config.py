@@ -52,7 +52,8 @@ def test_config_properties_has_no_trailing_whitespace_or_duplicates() -> None:
 
 def test_config_properties_values() -> None:
     props = read_properties(CONFIG)
-    assert props["inference_address"].endswith(":8085")
+    # Loopback only: the front (the kserve wrapper in the pod's one container) forwards to it.
+    assert props["inference_address"] == "http://127.0.0.1:8085"
     assert re.fullmatch(r"https?://127\.0\.0\.1:\d+", props["management_address"])
     assert not props["management_address"].endswith(":8081")  # KServe's gRPC port
     assert props["metrics_mode"] == "prometheus"

@@ -11,6 +11,7 @@ import yaml
 from PIL import Image
 from serving_support import REPO_ROOT, b64, jpeg_bytes, png_bytes
 
+from handler import protocol
 from handler.protocol import (
     BodyKind,
     ParsedRequest,
@@ -44,7 +45,7 @@ def test_raw_bytes_without_content_type() -> None:
     assert parse_request({"body": bytearray(IMG)}).images == (IMG,)
 
 
-@pytest.mark.parametrize("field", ["data", "file", "image", "file2", "data_1"])
+@pytest.mark.parametrize("field", ["data", "file", "image", "file2", "data_1", "image[3]", "FILE"])
 def test_multipart_field(field: str) -> None:
     parsed = parse_request({field: IMG})
     assert parsed.kind is BodyKind.MULTIPART
@@ -56,6 +57,19 @@ def test_multipart_several_files_keep_order() -> None:
     parsed = parse_request({"file": IMG, "note": "hello", "file2": IMG2})
     assert parsed.images == (IMG, IMG2)
     assert not parsed.single
+
+
+def test_multipart_text_fields_beside_the_file_are_not_images() -> None:
+    """`curl -F file=@car.jpg -F filename=car.jpg`: the file name is not a second image."""
+    parsed = parse_request({"file": IMG, "filename": "car.jpg"})
+    assert parsed.images == (IMG,)
+    assert parsed.single
+
+
+@pytest.mark.parametrize("field", ["filename", "datafile", "file-name", "image_url", "data.1"])
+def test_other_fields_are_ignored(field: str) -> None:
+    with pytest.raises(RequestError, match="no image field"):
+        parse_request({field: b64(IMG)})
 
 
 def test_multipart_base64_text_field() -> None:
@@ -154,6 +168,29 @@ def test_bad_bodies_are_400(item: dict, content_type: str | None, fragment: str)
     assert fragment in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"[" * 100_000, "application/octet-stream"),  # RecursionError in the parser
+        (b'{"instances":' + b"[" * 100_000, "application/json"),
+        ("[" * 100_000, "text/plain"),
+        (b'{"data": ' + b"1" * 5000 + b"}", "application/json"),  # over 4,300 digits
+    ],
+)
+def test_json_the_parser_cannot_take_is_400(body: bytes | str, content_type: str) -> None:
+    with pytest.raises(RequestError, match="malformed JSON body") as info:
+        parse_request({"body": body}, content_type)
+    assert info.value.http_status == 400
+
+
+def test_v2_data_nested_deeper_than_the_stack_is_flattened() -> None:
+    data: list = [b64(IMG)]
+    for _ in range(5000):
+        data = [data]
+    body = {"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": data}]}
+    assert parse_request({"body": body}).images == (IMG,)
+
+
 def test_too_many_images_is_413() -> None:
     with pytest.raises(PayloadTooLargeError) as info:
         parse_request({"body": {"data": [b64(IMG)] * 3}}, max_images=2)
@@ -178,6 +215,45 @@ def test_decode_images_pixel_limit() -> None:
     with pytest.raises(ImageTooLargeError) as info:
         decode_images(parsed, max_pixels=1_000_000, max_image_bytes=10**7)
     assert info.value.http_status == 413
+
+
+def test_request_pixel_budget_is_checked_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images each under max_pixels but over the request's budget together: 413 naming the
+    total and the limit, and not one of them decoded."""
+    decoded: list[bytes] = []
+    real_decode = protocol.decode_image
+
+    def counting_decode(raw: bytes, **kwargs: int) -> np.ndarray:
+        decoded.append(raw)
+        return real_decode(raw, **kwargs)
+
+    monkeypatch.setattr(protocol, "decode_image", counting_decode)
+    png = png_bytes(100, 100)
+    limits = {"max_pixels": 10**7, "max_image_bytes": 10**7, "max_request_pixels": 40_000}
+    arrays = decode_images(ParsedRequest(BodyKind.V1, (png,) * 4), **limits)
+    assert len(arrays) == len(decoded) == 4
+    decoded.clear()
+    with pytest.raises(PayloadTooLargeError) as info:
+        decode_images(ParsedRequest(BodyKind.V1, (png,) * 5), **limits)
+    assert info.value.http_status == 413
+    assert "50000 pixels" in str(info.value) and "40000" in str(info.value)
+    assert "per request" in str(info.value)
+    assert decoded == []
+
+
+def test_one_image_over_max_pixels_is_refused_before_any_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(protocol, "decode_image", pytest.fail)
+    parsed = ParsedRequest(BodyKind.V1, (png_bytes(100, 100), png_bytes(4000, 4000)))
+    with pytest.raises(ImageTooLargeError, match=r"image 1: image is 4000x4000 = 16000000"):
+        decode_images(parsed, max_pixels=1_000_000, max_image_bytes=10**7)
+
+
+def test_default_request_budget_takes_four_phone_photos() -> None:
+    settings = HandlerSettings()
+    assert settings.max_request_pixels >= 4 * 4000 * 3000
+    assert settings.max_request_pixels < settings.max_images_per_request * settings.max_pixels
 
 
 def test_decode_images_gives_rgb_arrays() -> None:

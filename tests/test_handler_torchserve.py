@@ -8,6 +8,7 @@ way ``ts.service.Service.retrieve_data_for_inference`` fills them; the engine is
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from serving_support import (
     requires_engine,
 )
 
+from handler import kplate_handler
 from handler.kplate_handler import KplateHandler, select_device
 from kplate.errors import ConfigError
 
@@ -187,3 +189,59 @@ def test_bad_model_config_fails_initialize() -> None:
     h = KplateHandler()
     with pytest.raises(ConfigError, match="max_imgs"):
         h.initialize(make_context([], {"handler": {"max_imgs": 3}}))
+
+
+@requires_engine
+def test_json_that_overflows_the_parser_fails_alone(handler: KplateHandler) -> None:
+    """A body nested 100,000 deep (RecursionError) or holding a 5,000-digit integer
+    (ValueError) is a 400 for its own request; the batch's other requests still succeed."""
+    good = ({"body": {"instances": [{"data": b64(IMG)}]}}, JSON)
+    results = run(
+        handler,
+        [
+            good,
+            ({"body": b"[" * 100_000}, "application/octet-stream"),
+            ({"body": b'{"instances":' + b"[" * 100_000}, JSON),
+            ({"body": b'{"data": ' + b"1" * 5000 + b"}"}, JSON),
+            good,
+        ],
+    )
+    assert [status for status, _ in results] == [200, 400, 400, 400, 200], results
+    for _, body in results[1:4]:
+        assert body["code"] == 400 and "malformed JSON" in body["error"]
+    assert results[0][1] == results[4][1]
+
+
+@requires_engine
+def test_an_unexpected_error_while_reading_fails_its_request_alone(
+    handler: KplateHandler, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    poison = jpeg_bytes(seed=11)
+    real_decode = kplate_handler.decode_images
+
+    def decode(parsed: Any, **kwargs: Any) -> Any:
+        if poison in parsed.images:
+            raise RuntimeError("something nobody foresaw")
+        return real_decode(parsed, **kwargs)
+
+    monkeypatch.setattr(kplate_handler, "decode_images", decode)
+    good = ({"body": {"instances": [{"data": b64(IMG)}]}}, JSON)
+    with caplog.at_level(logging.ERROR, logger=kplate_handler.__name__):
+        results = run(handler, [good, ({"body": poison}, "image/jpeg"), good])
+    assert [status for status, _ in results] == [200, 500, 200], results
+    assert results[1][1]["code"] == 500 and "RuntimeError" in results[1][1]["error"]
+    assert results[0][1] == results[2][1]
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.exc_info is not None and "request 1" in record.getMessage()
+
+
+@requires_engine
+def test_request_pixel_budget_fails_alone(handler: KplateHandler) -> None:
+    """Sixteen 2000x2000 PNGs (4 MP each, 64 MP in all) are under every per-image limit but
+    over the request's 48 MP budget: 413 before decoding, while the neighbours succeed."""
+    many = {"body": {"instances": [{"data": b64(png_bytes(2000, 2000))}] * 16}}
+    good = ({"body": {"instances": [{"data": b64(IMG)}]}}, JSON)
+    results = run(handler, [good, (many, JSON), good])
+    assert [status for status, _ in results] == [200, 413, 200], results
+    error = results[1][1]["error"]
+    assert "64000000 pixels" in error and "48000000" in error

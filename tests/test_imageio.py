@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from kplate.errors import InvalidImageError
-from kplate.imageio import EXIF_ORIENTATION, JPEG_EOI, _decode_plain_jpeg, decode_image
+from kplate.errors import ImageTooLargeError, InvalidImageError
+from kplate.imageio import (
+    EXIF_ORIENTATION,
+    JPEG_EOI,
+    _decode_plain_jpeg,
+    decode_image,
+    orientation,
+    to_8bit,
+    to_rgb_array,
+)
 from kplate.synth import render_scene
 
 
@@ -76,3 +86,58 @@ def test_a_jpegs_exif_orientation_is_applied() -> None:
     got = decode_image(data)
     assert got.shape == (333, 250, 3)
     np.testing.assert_array_equal(got, np.rot90(_pillow(data), -1))
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_a_malformed_exif_block_is_ignored_not_fatal() -> None:
+    """A PNG whose eXIf chunk is not TIFF data: Pillow's getexif raises SyntaxError; the
+    pixels are still good, so the image decodes upright."""
+    png = _png(Image.new("RGB", (8, 6), (200, 10, 10)))
+    body = b"garbage!!"
+    chunk = struct.pack(">I", len(body)) + b"eXIf" + body
+    chunk += struct.pack(">I", zlib.crc32(b"eXIf" + body) & 0xFFFFFFFF)
+    data = png[:33] + chunk + png[33:]  # after the signature and IHDR
+    with pytest.raises(SyntaxError):
+        Image.open(io.BytesIO(data)).getexif()
+    out = decode_image(data)
+    assert out.shape == (6, 8, 3) and tuple(out[0, 0]) == (200, 10, 10)
+    assert orientation(Image.open(io.BytesIO(data))) == 1
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_16_bit_grey_images_are_scaled_not_clipped(fmt: str) -> None:
+    values = np.array([[0, 257 * 100], [30000, 65535]], np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(values).save(buf, fmt)
+    assert Image.open(io.BytesIO(buf.getvalue())).mode.startswith("I")
+    out = decode_image(buf.getvalue())
+    assert out.shape == (2, 2, 3)
+    assert out[:, :, 0].tolist() == [[0, 100], [117, 255]]
+
+
+def test_to_8bit_keeps_8_bit_values_and_stretches_wider_ones() -> None:
+    assert to_8bit(np.array([0.0, 128.0, 255.0])).tolist() == [0, 128, 255]
+    assert to_8bit(np.array([-1.0, 0.0, 1.0])).tolist() == [0, 128, 255]
+    assert to_8bit(np.array([0, 70000, 140000], np.int32)).tolist() == [0, 128, 255]
+
+
+def test_formats_outside_the_list_are_refused_before_their_parser_runs() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, "PPM")  # Pillow reads PPM; the service does not
+    with pytest.raises(InvalidImageError, match="supported format"):
+        decode_image(buf.getvalue())
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(buf, "WEBP", lossless=True)
+    assert tuple(decode_image(buf.getvalue())[0, 0]) == (1, 2, 3)
+
+
+def test_pil_images_get_the_size_checks_arrays_get() -> None:
+    with pytest.raises(ImageTooLargeError):
+        to_rgb_array(Image.new("RGB", (100, 100)), max_pixels=100 * 99)
+    with pytest.raises(InvalidImageError, match="no pixels"):
+        to_rgb_array(Image.new("RGB", (0, 5)))

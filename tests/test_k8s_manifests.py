@@ -522,7 +522,7 @@ def test_config_properties_agrees_with_the_manifests(
     # URL path, the probes and request.py use that name; the archive is <name>.mar.
     assert up.snapshot_mar_names(props) == {p["modelName"]: f"{p['modelName']}.mar"}
 
-    _, inference = _address_port(props["inference_address"])
+    inference_host, inference = _address_port(props["inference_address"])
     management_host, management = _address_port(props["management_address"])
     _, metrics = _address_port(props["metrics_address"])
     assert (inference, management, metrics) == (
@@ -531,6 +531,11 @@ def test_config_properties_agrees_with_the_manifests(
         TS_METRICS_PORT,
     )
     assert management_host in {"127.0.0.1", "localhost"}, "management API must stay on loopback"
+    # The inference API too: the kserve wrapper (pytorch/serve v0.12.0 TorchserveModel.py)
+    # forwards to inference_address's host:port from inside TorchServe's container, and
+    # only the wrapper's port is published.
+    assert inference_host in {"127.0.0.1", "localhost"}, "inference API must stay on loopback"
+    assert props["inference_address"].split("//")[1] == f"{inference_host}:{inference}"
     assert not {inference, management, metrics} & {KSERVE_PORT, WRAPPER_GRPC_PORT}
     assert isvc["spec"]["predictor"]["annotations"]["prometheus.kserve.io/port"] == str(metrics)
     assert props.get("metrics_mode") == "prometheus", "KServe scrapes Prometheus text on 8082"

@@ -29,6 +29,13 @@ def test_parse_rejects_non_plates(text: str) -> None:
     assert plates.parse(text) is None
 
 
+def test_only_ascii_digits_are_digits_and_full_width_ones_are_normalised() -> None:
+    assert plates.parse("\u0661\u0662\uac00\u0663\u0664\u0665\u0666") is None  # Arabic-Indic
+    full_width = plates.parse("서울 １２가 ３４５６")
+    assert full_width is not None and full_width.text == "서울12가3456"
+    assert plates.is_valid("１２가３４５６")
+
+
 @pytest.mark.parametrize(
     ("text", "valid"),
     [
@@ -60,6 +67,9 @@ def test_is_valid(text: str, valid: bool) -> None:
         ("998", "emergency"),
         ("1", "unknown"),
         ("ab", "unknown"),
+        ("00", "unknown"),  # 2-digit numbers start at 01
+        ("099", "unknown"),
+        ("\u0661\u0662", "unknown"),  # digits, but not ASCII ones
     ],
 )
 def test_vehicle_type(tn: str, kind: str) -> None:

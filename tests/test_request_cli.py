@@ -12,7 +12,6 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from serving_support import REPO_ROOT, jpeg_bytes
+from serving_support import REPO_ROOT, http_stand_in, jpeg_bytes
 from tools import load_module
 
 from handler.local_serving import free_port
@@ -100,6 +99,25 @@ def test_requests_are_split_under_the_limit() -> None:
         assert len(json.dumps(cli.kserve_body(group, "v1"))) < 9000
 
 
+def test_requests_carry_at_most_the_servers_image_count() -> None:
+    """Twenty small images fit one request's bytes, not the server's 16 images a request."""
+    images = [cli.Prepared(f"{i}", b"x" * 10, 1.0, b"") for i in range(20)]
+    assert cli.MAX_IMAGES_PER_REQUEST == 16
+    assert [len(g) for g in cli.chunks(images, 10**6)] == [16, 4]
+    assert [len(g) for g in cli.chunks(images, 10**6, max_images=7)] == [7, 7, 6]
+
+
+def test_annotated_names_are_unique() -> None:
+    assert cli.annotated_names(["car.jpg"]) == ["car_plates.jpg"]
+    assert cli.annotated_names(["car.jpg", "car.png", "-", "car.jpeg"]) == [
+        "car_plates.jpg", "car-2_plates.jpg", "stdin_plates.jpg", "car-3_plates.jpg"
+    ]  # fmt: skip
+    # a numbered name never takes the name of another input
+    assert cli.annotated_names(["car.jpg", "car-2.jpg", "car.png"]) == [
+        "car_plates.jpg", "car-2_plates.jpg", "car-3_plates.jpg"
+    ]  # fmt: skip
+
+
 def test_kserve_bodies() -> None:
     images = [cli.Prepared("a", b"abc", 1.0, b"abc")]
     assert cli.kserve_body(images, "v1") == {"instances": [{"data": "YWJj"}]}
@@ -176,11 +194,20 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.seen.append((self.path, self.headers.get("Host"), body))  # type: ignore[attr-defined]
+        request = json.loads(body) if body.startswith(b"{") else {}
+        answer: Any
         if b"YmFkYmFk" in body:  # base64 of b"badbad"
             status, answer = 400, {"error": "instances[0]: invalid base64", "code": 400}
-        else:
-            n = len(json.loads(body)["instances"])
+        elif "inputs" in request:
+            n = len(request["inputs"][0]["data"])
+            lists = [json.dumps([ONE_LINE], ensure_ascii=False)] * n
+            output = {"name": "plates", "shape": [n], "datatype": "BYTES", "data": lists}
+            status, answer = 200, {"model_name": "kplate", "id": "1", "outputs": [output]}
+        elif "instances" in request:
+            n = len(request["instances"])
             status, answer = 200, {"predictions": [[ONE_LINE]] * n}
+        else:  # raw bytes to /predictions
+            status, answer = 200, [ONE_LINE]
         data = json.dumps(answer).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -194,16 +221,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_server() -> Iterator[HTTPServer]:
-    server = HTTPServer(("127.0.0.1", 0), _Handler)
-    server.seen = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_stand_in(_Handler) as server:
+        server.seen = []  # type: ignore[attr-defined]
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_http_error_exits_4_with_the_server_message(
@@ -236,6 +256,81 @@ def test_success_prints_drawings_and_saves_annotated(
     assert host == "kplate.default.example.com"
     with Image.open(out_dir / "car_plates.jpg") as annotated:
         assert annotated.size == (300, 200)
+
+
+def test_more_images_than_a_request_may_carry_go_in_several_requests(
+    http_server: HTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = []
+    for i in range(20):
+        files.append(tmp_path / f"car{i}.jpg")
+        files[-1].write_bytes(jpeg_bytes(seed=i))
+    url = f"http://127.0.0.1:{http_server.server_port}"
+    assert cli.main([*map(str, files), "--kserve", "--url", url]) == 0
+    sent = [len(json.loads(body)["instances"]) for _, _, body in http_server.seen]  # type: ignore[attr-defined]
+    assert sent == [16, 4]
+    assert capsys.readouterr().out.count(": 1 plate\n") == 20
+
+
+@pytest.mark.parametrize("mode", ["v1", "v2", "torchserve"])
+def test_json_coordinates_are_mapped_back_to_the_original(
+    http_server: HTTPServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+) -> None:
+    """An image the client downscaled before sending: --json prints the server's response
+    with the plate coordinates in the original image's pixels, as the plain output does."""
+    monkeypatch.setattr(cli, "MAX_REQUEST_BYTES", 60_000)
+    image = tmp_path / "big.jpg"
+    image.write_bytes(_noise_jpeg(600))
+    url = f"http://127.0.0.1:{http_server.server_port}"
+    args = {"v1": ["--kserve"], "v2": ["--kserve", "--protocol", "v2"], "torchserve": []}[mode]
+    assert cli.main([str(image), "--url", url, "--json", *args]) == 0
+    (_, _, sent), *_ = http_server.seen  # type: ignore[attr-defined]
+    if mode == "torchserve":
+        sent_image = sent
+    else:
+        request = json.loads(sent)
+        encoded = (
+            request["instances"][0]["data"] if mode == "v1" else request["inputs"][0]["data"][0]
+        )
+        sent_image = base64.b64decode(encoded)
+    with Image.open(io.BytesIO(sent_image)) as im:
+        scale = 600 / im.width
+    assert scale > 1.5
+    body = json.loads(capsys.readouterr().out)
+    if mode == "v1":
+        (plates,) = body["predictions"]
+    elif mode == "v2":
+        plates = json.loads(body["outputs"][0]["data"][0])
+        assert body["model_name"] == "kplate" and body["outputs"][0]["name"] == "plates"
+    else:
+        plates = body
+    (plate,) = plates
+    assert plate["box"] == [round(v * scale, 1) for v in (10.0, 20.0, 110.0, 45.0)]
+    assert plate["corners"][2] == [round(110 * scale, 1), round(45 * scale, 1)]
+    assert plate["text"] == ONE_LINE["text"]
+
+
+def test_annotated_images_of_inputs_sharing_a_stem_are_all_kept(
+    http_server: HTTPServer, tmp_path: Path
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "car.jpg").write_bytes(jpeg_bytes(width=300, height=200))
+    (tmp_path / "b" / "car.jpg").write_bytes(jpeg_bytes(width=200, height=300))
+    url = f"http://127.0.0.1:{http_server.server_port}"
+    out_dir = tmp_path / "annotated"
+    files = [str(tmp_path / "a" / "car.jpg"), str(tmp_path / "b" / "car.jpg")]
+    assert cli.main([*files, "--kserve", "--url", url, "--save-annotated", str(out_dir)]) == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == ["car-2_plates.jpg", "car_plates.jpg"]
+    with (
+        Image.open(out_dir / "car_plates.jpg") as first,
+        Image.open(out_dir / "car-2_plates.jpg") as second,
+    ):
+        assert (first.size, second.size) == ((300, 200), (200, 300))
 
 
 def _bare_python() -> list[str]:
