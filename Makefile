@@ -52,7 +52,7 @@ lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy kplate handler request gs tests scripts
 
-test: $(STAMP) ## run the test suite
+test: $(STAMP) jre ## run the test suite (TorchServe's tests need Java: installed if missing)
 	$(VENV)/bin/pytest -q
 
 checks: lint test ## everything CI checks
@@ -111,17 +111,17 @@ EMA ?=
 EMA_ARGS := $(if $(strip $(EMA)),--ema $(EMA))
 
 train-detector: $(STAMP) train-cpu ## train the plate detector into runs/detector
-	$(RUN_TRAIN) detector --out $(RUNS)/detector --threads 1 --workers 1 $(EMA_ARGS) $(PORTABLE_ARGS)
+	$(RUN_TRAIN) detector --out $(RUNS)/detector --force --threads 1 --workers 1 $(EMA_ARGS) $(PORTABLE_ARGS)
 
 train-reader: $(STAMP) train-cpu ## train the plate reader into runs/reader
-	$(RUN_TRAIN) reader --out $(RUNS)/reader --threads 2 --workers 2 $(EMA_ARGS) $(PORTABLE_ARGS)
+	$(RUN_TRAIN) reader --out $(RUNS)/reader --force --threads 2 --workers 2 $(EMA_ARGS) $(PORTABLE_ARGS)
 
 # The crop reader starts from a trained reader: by default the one train-reader wrote
 # (READER_INIT=kplate/weights/reader.pt starts from the shipped one).
 READER_INIT ?= $(RUNS)/reader/model.pt
 
 train-crop-reader: $(STAMP) train-cpu ## fine-tune the reader on loose and rectified crops into runs/crop-reader
-	$(RUN_TRAIN) crop-reader --init $(READER_INIT) --out $(RUNS)/crop-reader --threads 2 --workers 2 $(EMA_ARGS) $(PORTABLE_ARGS)
+	$(RUN_TRAIN) crop-reader --init $(READER_INIT) --out $(RUNS)/crop-reader --force --threads 2 --workers 2 $(EMA_ARGS) $(PORTABLE_ARGS)
 
 # held-out synthetic sets: seeds the training never uses; re-rendered when the generator changes
 SYNTH_SRC := $(wildcard kplate/synth/*.py)
@@ -233,17 +233,25 @@ GCS_KEY_SECRET := kplate-gcs-key
 .PHONY: upload deploy undeploy port-forward request image image-push gcs-secret
 
 # Depends on the .mar itself: an archive older than the handler, the engine source, its
-# configs or the weights (MAR_SOURCES) is rebuilt before anything is uploaded.
+# configs or the weights (MAR_SOURCES) is rebuilt before anything is uploaded. The upload
+# refuses to replace an object with other bytes (publish under a new PREFIX) unless
+# OVERWRITE=1, and records where it went in LAST_UPLOAD, which `make deploy` checks.
+OVERWRITE ?=
+LAST_UPLOAD ?= gs/.last-upload
 upload: $(STAMP) $(MAR) ## build the .mar if stale, then upload gs/config + gs/model-store to gs://BUCKET/PREFIX (default: k8s/base/params.env)
 	$(call require,BUCKET,pass BUCKET=my-bucket or set bucket= in $(K8S_PARAMS))
 	$(call require,PREFIX,pass PREFIX=kplate/v1 or set prefix= in $(K8S_PARAMS))
-	$(PY) gs/upload.py --bucket $(BUCKET) --prefix $(PREFIX)
+	$(PY) gs/upload.py --bucket $(BUCKET) --prefix $(PREFIX)$(if $(strip $(OVERWRITE)), --overwrite) --record $(LAST_UPLOAD)
 
 deploy: ## kubectl apply -k k8s/overlays/$(OVERLAY) (OVERLAY=gpu|cpu)
 	$(call require,NAMESPACE,set namespace= in $(K8S_PARAMS))
 	$(if $(wildcard k8s/overlays/$(OVERLAY)/kustomization.yaml),,$(error unknown OVERLAY=$(OVERLAY): use gpu or cpu))
 	@if [ "$(BUCKET)/$(PREFIX)" != "$(call k8s_param,bucket)/$(call k8s_param,prefix)" ]; then \
 	  echo "error: BUCKET/PREFIX=$(BUCKET)/$(PREFIX) but the manifests read gs://$(call k8s_param,bucket)/$(call k8s_param,prefix): edit bucket= and prefix= in $(K8S_PARAMS)" >&2; exit 1; fi
+	@want=$(PREFIX); want=gs://$(BUCKET)/$${want#/}; want=$${want%/}; last=$$(cat $(LAST_UPLOAD) 2>/dev/null); \
+	if [ -z "$$last" ]; then echo "note: no make upload recorded in $(LAST_UPLOAD): deploying $$want, as $(K8S_PARAMS) names it"; \
+	elif [ "$$last" != "$$want" ]; then \
+	  b=$${last#gs://}; b=$${b%%/*}; echo "error: the last make upload wrote $$last but the manifests read $$want: to serve that upload set bucket=$$b and prefix=$${last#gs://*/} in $(K8S_PARAMS); to deploy $$want anyway (a rollback), delete $(LAST_UPLOAD) first" >&2; exit 1; fi
 	@command -v $(KUBECTL) >/dev/null || { echo "error: kubectl not found: install it or run make install" >&2; exit 1; }
 	$(KUBECTL) apply -k k8s/overlays/$(OVERLAY)
 	@echo "next: $(KUBECTL) get inferenceservice $(ISVC) -n $(NAMESPACE) -w   (READY=True once the model is loaded)"

@@ -7,9 +7,20 @@ objects land at::
     gs://BUCKET/PREFIX/config/config.properties
     gs://BUCKET/PREFIX/model-store/<name>.mar
 
-Objects whose CRC32C (or MD5) already matches the local file are skipped, and the listing
-under the prefix is verified afterwards: KServe copies *everything* under the prefix, so a
-stale archive left there is an error (``--prune`` deletes it).
+The prefix is listed before anything is written, and the upload refuses (writing nothing)
+when it would not leave exactly this model store there:
+
+- an object under the prefix outside the layout (a stale archive, or other model versions
+  below a prefix such as ``kplate`` above ``kplate/v1``) is an error, because KServe copies
+  *everything* under the prefix. Publish under a prefix of its own; ``--prune`` deletes the
+  strays on purpose, and ``--dry-run`` lists what it would delete;
+- an object whose checksum differs from the local file is not replaced, because pods of a
+  running InferenceService download it again on restart or scale-up: publish each version
+  under a new prefix (``kplate/v2``), or pass ``--overwrite``.
+
+Objects whose CRC32C (or MD5) already matches the local file are skipped, and the listing is
+verified again afterwards. ``--record FILE`` writes the verified ``storageUri`` to FILE (``make
+upload`` records it in ``gs/.last-upload`` for ``make deploy`` to check).
 
 Credentials come from the environment (Application Default Credentials:
 ``gcloud auth application-default login``, ``GOOGLE_APPLICATION_CREDENTIALS``, Workload
@@ -29,7 +40,8 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -56,6 +68,11 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 EXIT_OK = 0
 EXIT_GCS = 1
 EXIT_USAGE = 2
+
+#: How many object names an error message lists before it only counts the rest.
+MAX_LISTED = 10
+#: The layout's folders: a folder *below* the prefix that holds one is a model store of its own.
+LAYOUT_DIRS = frozenset({CONFIG_OBJECT.split("/", 1)[0], MODEL_STORE_DIR})
 
 
 class UploadError(Exception):
@@ -95,9 +112,15 @@ class BucketNotFoundError(UploadError):
 
 
 class VerificationError(UploadError):
-    """The listing under the prefix does not match what was uploaded."""
+    """The prefix holds objects outside the layout, or its listing does not match the upload."""
 
     exit_code = 6
+
+
+class ReplaceRefusedError(UploadError):
+    """An object under the prefix differs from the local file and ``--overwrite`` is off."""
+
+    exit_code = 7
 
 
 @dataclass(frozen=True)
@@ -123,11 +146,31 @@ class RemoteObject:
 
 @dataclass(frozen=True)
 class ObjectResult:
-    """What happened to one artifact."""
+    """What happened (or, in a dry run, would happen) to one artifact.
+
+    ``uploaded`` is True when the object is written; ``replaced`` when that write replaces a
+    different object already there (only with ``overwrite``).
+    """
 
     object_name: str
     size: int
     uploaded: bool
+    replaced: bool = False
+
+
+@dataclass(frozen=True)
+class Survey:
+    """The prefix as listed before anything is written, against the artifacts.
+
+    Attributes:
+        results: One per artifact, in upload order.
+        differing: The artifacts whose object exists with other bytes.
+        strays: The objects under the prefix outside the layout: what ``--prune`` deletes.
+    """
+
+    results: tuple[ObjectResult, ...]
+    differing: tuple[Artifact, ...]
+    strays: tuple[str, ...]
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -350,6 +393,142 @@ def check_listing(
     return problems, extra
 
 
+def survey(artifacts: Sequence[Artifact], listing: Mapping[str, RemoteObject]) -> Survey:
+    """Classify the listing taken before the upload (see :class:`Survey`).
+
+    Folder placeholders (names ending in ``/``) are neither strays nor deleted.
+    """
+    results = []
+    differing = []
+    for artifact in artifacts:
+        remote = listing.get(artifact.object_name)
+        unchanged = is_unchanged(artifact, remote)
+        results.append(
+            ObjectResult(
+                artifact.object_name,
+                artifact.size,
+                uploaded=not unchanged,
+                replaced=remote is not None and not unchanged,
+            )
+        )
+        if remote is not None and not unchanged:
+            differing.append(artifact)
+    _, strays = check_listing(artifacts, listing)
+    return Survey(tuple(results), tuple(differing), tuple(strays))
+
+
+def model_versions(names: Iterable[str], prefix: str) -> list[str]:
+    """Return the folders below ``prefix`` that look like model stores of their own.
+
+    A folder is one when an object's path below it goes through ``config/`` or
+    ``model-store/`` (``kplate/v1`` for ``kplate/v1/model-store/kplate.mar`` under ``kplate``);
+    the layout's own ``PREFIX/model-store/`` is not.
+    """
+    found = set()
+    for name in names:
+        parts = name.removeprefix(f"{prefix}/").split("/")[:-1]
+        for depth, part in enumerate(parts):
+            if depth >= 1 and part in LAYOUT_DIRS:
+                found.add(f"{prefix}/{'/'.join(parts[:depth])}")
+                break
+    return sorted(found)
+
+
+def suggest_prefix(prefix: str, versions: Sequence[str]) -> str:
+    """Return a prefix of its own to suggest: the next ``vN`` after ``versions``, else
+    ``prefix`` with its trailing number raised (``kplate/v1`` -> ``kplate/v2``), else
+    ``prefix/v1``."""
+    numbers = [
+        int(match.group(1))
+        for version in versions
+        if (match := re.fullmatch(r"v(\d+)", version.rsplit("/", 1)[-1]))
+    ]
+    if numbers:
+        return f"{prefix}/v{max(numbers) + 1}"
+    match = re.fullmatch(r"(.*?)(\d+)", prefix)
+    if match:
+        return f"{match.group(1)}{int(match.group(2)) + 1}"
+    return f"{prefix}/v1"
+
+
+def _listed(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:MAX_LISTED])
+    more = len(names) - MAX_LISTED
+    return f"{shown} (and {more} more; --dry-run lists them all)" if more > 0 else shown
+
+
+def stray_error(bucket_name: str, prefix: str, strays: Sequence[str]) -> VerificationError:
+    """The refusal for a prefix holding objects outside the layout, naming them, saying what
+    ``--prune`` would delete, and recommending it only when no other model version is there."""
+    versions = model_versions(strays, prefix)
+    where = f"gs://{bucket_name}/{prefix}/"
+    count = f"{len(strays)} object{'s' if len(strays) != 1 else ''}"
+    own = suggest_prefix(prefix, versions)
+    head = (
+        f"{where} already holds {count} outside the model-store layout (KServe downloads "
+        f"everything under a storageUri): {_listed(strays)}. Nothing was uploaded. "
+    )
+    if versions:
+        return VerificationError(
+            head
+            + "They include other model versions ("
+            + ", ".join(f"gs://{bucket_name}/{v}/" for v in versions)
+            + f"), which a running InferenceService may read: publish under a prefix of its "
+            f"own, e.g. --prefix {own} (make upload PREFIX={own}). --prune would DELETE all "
+            f"{count} listed, those model versions included: pass it only to delete them."
+        )
+    return VerificationError(
+        head + f"Publish under a prefix of its own, e.g. --prefix {own} (make upload "
+        f"PREFIX={own}), or pass --prune to delete exactly these {count}."
+    )
+
+
+def replace_error(
+    bucket_name: str,
+    prefix: str,
+    differing: Sequence[Artifact],
+    listing: Mapping[str, RemoteObject],
+) -> ReplaceRefusedError:
+    """The refusal to replace objects that differ from the local files."""
+    details = []
+    for artifact in differing:
+        remote = listing[artifact.object_name]
+        details.append(
+            f"gs://{bucket_name}/{artifact.object_name} (remote crc32c {remote.crc32c}, "
+            f"{remote.size} B; local {artifact.local}: crc32c {artifact.crc32c}, "
+            f"{artifact.size} B)"
+        )
+    own = suggest_prefix(prefix, [])
+    return ReplaceRefusedError(
+        "refusing to replace objects that differ from the local files, because the pods of an "
+        "InferenceService serving this prefix download them again on every restart or "
+        f"scale-up: {'; '.join(details)}. Nothing was uploaded. Publish this model under a "
+        f"prefix not used yet, e.g. --prefix {own} (make upload PREFIX={own}, then prefix={own} in "
+        "k8s/base/params.env and make deploy), or pass --overwrite (make upload OVERWRITE=1) "
+        "to replace them in place."
+    )
+
+
+def refusal(
+    bucket_name: str,
+    prefix: str,
+    found: Survey,
+    listing: Mapping[str, RemoteObject],
+    *,
+    prune: bool,
+    overwrite: bool,
+) -> UploadError | None:
+    """Return the error an upload must stop with before writing anything, if any.
+
+    Strays come first (the prefix itself is likely wrong), then differing objects.
+    """
+    if found.strays and not prune:
+        return stray_error(bucket_name, prefix, found.strays)
+    if found.differing and not overwrite:
+        return replace_error(bucket_name, prefix, found.differing, listing)
+    return None
+
+
 # --------------------------------------------------------------------------- GCS side
 
 
@@ -442,50 +621,11 @@ def _upload_one(bucket: Bucket, artifact: Artifact, progress: bool) -> None:
         )
 
 
-def upload(
-    client: Client,
-    bucket_name: str,
-    artifacts: Sequence[Artifact],
-    prefix: str,
-    *,
-    prune: bool = False,
-    progress: bool = True,
-    dry_run: bool = False,
-) -> list[ObjectResult]:
-    """Upload the artifacts that changed, then verify the listing under the prefix.
-
-    Args:
-        client: A storage client.
-        bucket_name: The destination bucket.
-        artifacts: What :func:`plan` returned.
-        prefix: The normalized destination prefix.
-        prune: Delete objects under the prefix that are not part of the upload.
-        progress: Show a progress bar per uploaded file.
-        dry_run: Report what would change without writing anything.
-
-    Returns:
-        One result per artifact, in order.
-
-    Raises:
-        BucketNotFoundError, CredentialsError, VerificationError: See the classes.
-        UploadError: For any other GCS API error.
-    """
+@contextmanager
+def _gcs_errors(bucket_name: str, prefix: str) -> Iterator[None]:
+    """Translate the client's exceptions into :class:`UploadError` subclasses."""
     try:
-        bucket = open_bucket(client, bucket_name, prefix)
-        before = list_prefix(client, bucket_name, prefix)
-        results = []
-        for artifact in artifacts:
-            unchanged = is_unchanged(artifact, before.get(artifact.object_name))
-            if not unchanged and not dry_run:
-                _upload_one(bucket, artifact, progress)
-            results.append(ObjectResult(artifact.object_name, artifact.size, not unchanged))
-        if dry_run:
-            return results
-        if prune:
-            expected = {a.object_name for a in artifacts}
-            for name in sorted(set(before) - expected):
-                bucket.blob(name).delete()
-        problems, extra = check_listing(artifacts, list_prefix(client, bucket_name, prefix))
+        yield
     except gexc.Forbidden as exc:
         raise CredentialsError(
             f"permission denied on gs://{bucket_name}/{prefix}: {exc.message}"
@@ -499,14 +639,85 @@ def upload(
         ) from exc
     except gexc.GoogleAPIError as exc:
         raise UploadError(f"GCS error on gs://{bucket_name}/{prefix}: {exc}") from exc
+
+
+def inspect_prefix(
+    client: Client, bucket_name: str, artifacts: Sequence[Artifact], prefix: str
+) -> tuple[Survey, dict[str, RemoteObject]]:
+    """List the prefix and classify it, writing nothing.
+
+    Returns:
+        The survey and the listing it was made from.
+
+    Raises:
+        BucketNotFoundError, CredentialsError, UploadError: As :func:`upload`.
+    """
+    with _gcs_errors(bucket_name, prefix):
+        open_bucket(client, bucket_name, prefix)
+        listing = list_prefix(client, bucket_name, prefix)
+    return survey(artifacts, listing), listing
+
+
+def upload(
+    client: Client,
+    bucket_name: str,
+    artifacts: Sequence[Artifact],
+    prefix: str,
+    *,
+    prune: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    dry_run: bool = False,
+) -> Survey:
+    """Check the prefix, upload the artifacts that changed, then verify the listing.
+
+    Nothing is written when the prefix holds objects outside the layout (unless ``prune``) or
+    an object that differs from its local file (unless ``overwrite``).
+
+    Args:
+        client: A storage client.
+        bucket_name: The destination bucket.
+        artifacts: What :func:`plan` returned.
+        prefix: The normalized destination prefix.
+        prune: Delete the objects under the prefix that are not part of the upload (the
+            survey's ``strays``), after uploading.
+        overwrite: Replace objects whose checksum differs from the local file.
+        progress: Show a progress bar per uploaded file.
+        dry_run: Check and report what would change without writing anything.
+
+    Returns:
+        The survey taken before writing: what was (or would be) uploaded and pruned.
+
+    Raises:
+        VerificationError: Strays without ``prune`` (before writing), or a listing that does
+            not match afterwards.
+        ReplaceRefusedError: A differing object without ``overwrite`` (before writing).
+        BucketNotFoundError, CredentialsError: See the classes.
+        UploadError: For any other GCS API error.
+    """
+    found, before = inspect_prefix(client, bucket_name, artifacts, prefix)
+    error = refusal(bucket_name, prefix, found, before, prune=prune, overwrite=overwrite)
+    if error is not None:
+        raise error
+    if dry_run:
+        return found
+    with _gcs_errors(bucket_name, prefix):
+        bucket = client.bucket(bucket_name)
+        for artifact, result in zip(artifacts, found.results, strict=True):
+            if result.uploaded:
+                _upload_one(bucket, artifact, progress)
+        if prune:
+            for name in found.strays:
+                bucket.blob(name).delete()
+        problems, extra = check_listing(artifacts, list_prefix(client, bucket_name, prefix))
     if extra:
         problems.append(
-            f"objects under gs://{bucket_name}/{prefix}/ that are not part of the model store "
-            f"(KServe would download them too): {', '.join(extra)}; rerun with --prune"
+            f"objects appeared under gs://{bucket_name}/{prefix}/ during the upload (KServe "
+            f"would download them too): {_listed(extra)}"
         )
     if problems:
         raise VerificationError("verification failed: " + "; ".join(problems))
-    return results
+    return found
 
 
 # --------------------------------------------------------------------------- CLI
@@ -518,13 +729,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="upload.py",
         description=(
             "Upload config/config.properties and model-store/*.mar to gs://BUCKET/PREFIX/ in "
-            "the layout KServe's TorchServe runtime reads. Unchanged objects are skipped; the "
-            "listing is verified afterwards. Credentials: Application Default Credentials; "
-            "STORAGE_EMULATOR_HOST selects an emulator."
+            "the layout KServe's TorchServe runtime reads. Nothing is written when the prefix "
+            "holds other objects (--prune) or an object with other bytes (--overwrite); "
+            "unchanged objects are skipped; the listing is verified afterwards. Credentials: "
+            "Application Default Credentials; STORAGE_EMULATOR_HOST selects an emulator."
         ),
         epilog=(
             "exit status: 0 ok, 1 GCS error, 2 usage, 3 missing local file, "
-            "4 credentials or permission, 5 bucket missing, 6 verification failed"
+            "4 credentials or permission, 5 bucket missing, 6 objects outside the layout under "
+            "the prefix or verification failed, 7 would replace an object with other bytes"
         ),
     )
     parser.add_argument("--bucket", required=True, help="destination bucket name (no gs://)")
@@ -539,9 +752,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--prune",
         action="store_true",
-        help="delete objects under the prefix that are not part of the model store",
+        help=(
+            "delete every object under the prefix that is not part of the model store, other "
+            "model versions below it included (see them first with --dry-run)"
+        ),
     )
-    parser.add_argument("--dry-run", action="store_true", help="show what would be uploaded")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=(
+            "replace objects whose checksum differs, under the feet of any InferenceService "
+            "serving the prefix (default: refuse; publish under a new prefix instead)"
+        ),
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what would be uploaded and what --prune would delete; write nothing",
+    )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="after a verified upload, write its storageUri to FILE (make deploy checks it)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -563,36 +798,63 @@ def run(argv: Sequence[str] | None = None, *, client: Any = None) -> int:
         uri = storage_uri(args.bucket, prefix)
         artifacts = plan(args.store, prefix)
         gcs = client if client is not None else make_client(args.project)
-        results = upload(
+        if args.dry_run:
+            found, listing = inspect_prefix(gcs, args.bucket, artifacts, prefix)
+            _report(found, uri, dry_run=True, prune=args.prune, overwrite=args.overwrite)
+            error = refusal(
+                args.bucket, prefix, found, listing, prune=args.prune, overwrite=args.overwrite
+            )
+            if error is not None:
+                raise error
+            return EXIT_OK
+        found = upload(
             gcs,
             args.bucket,
             artifacts,
             prefix,
             prune=args.prune,
+            overwrite=args.overwrite,
             progress=not args.no_progress and sys.stderr.isatty(),
-            dry_run=args.dry_run,
         )
     except UploadError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         return exc.exit_code
-    _report(results, uri, dry_run=args.dry_run)
+    _report(found, uri, dry_run=False, prune=args.prune, overwrite=args.overwrite)
+    if args.record is not None:
+        args.record.write_text(f"{uri}\n", encoding="utf-8")
     return EXIT_OK
 
 
-def _report(results: Iterable[ObjectResult], uri: str, *, dry_run: bool) -> None:
-    results = list(results)
-    changed = sum(r.uploaded for r in results)
-    verb = "would upload" if dry_run else "uploaded"
-    for r in results:
-        _echo(f"{verb if r.uploaded else 'unchanged':>12}  gs://{_bucket_of(uri)}/{r.object_name}")
+def _report(found: Survey, uri: str, *, dry_run: bool, prune: bool, overwrite: bool) -> None:
+    bucket = _bucket_of(uri)
+    for r in found.results:
+        if not r.uploaded:
+            label = "unchanged"
+        elif r.replaced and not overwrite:
+            label = "differs"  # refused: see the error that follows
+        elif r.replaced:
+            label = "would replace" if dry_run else "replaced"
+        else:
+            label = "would upload" if dry_run else "uploaded"
+        _echo(f"{label:>13}  gs://{bucket}/{r.object_name}")
+    for name in found.strays:
+        label = ("would delete" if dry_run else "deleted") if prune else "stray"
+        _echo(f"{label:>13}  gs://{bucket}/{name}")
+    changed = sum(r.uploaded for r in found.results)
+    strays = len(found.strays)
+    noun = f"{strays} object{'s' if strays != 1 else ''}"
     if dry_run:
-        _echo(f"dry run: {changed} of {len(results)} objects would be uploaded to {uri}")
-    else:
-        _echo(
-            f"verified {len(results)} objects under {uri}/ "
-            f"({changed} uploaded, {len(results) - changed} unchanged)"
-        )
-        _echo(f"storageUri: {uri}")
+        _echo(f"dry run: {changed} of {len(found.results)} objects would be uploaded to {uri}")
+        if strays:
+            marked = "would delete" if prune else "stray"
+            _echo(f"--prune would delete {noun}: those marked '{marked}' above")
+        return
+    _echo(
+        f"verified {len(found.results)} objects under {uri}/ "
+        f"({changed} uploaded, {len(found.results) - changed} unchanged"
+        + (f", {noun} pruned)" if prune and strays else ")")
+    )
+    _echo(f"storageUri: {uri}")
 
 
 def _bucket_of(uri: str) -> str:

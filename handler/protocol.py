@@ -404,7 +404,15 @@ def _parse_v2(obj: Mapping[str, Any], max_bytes: int) -> ParsedRequest:
         if not flat:
             raise RequestError(f"input {name!r}: 'data' is empty")
         shape = tensor.get("shape")
-        if isinstance(shape, list) and all(isinstance(d, int) for d in shape):
+        if shape is not None:
+            if not isinstance(shape, list) or not all(
+                type(d) is int and d >= 0
+                for d in shape  # exactly int: not bool, not float
+            ):
+                raise RequestError(
+                    f"input {name!r}: shape must be a list of non-negative integers, got "
+                    f"{shape!r:.100}"
+                )
             expected = int(np.prod(shape)) if shape else 1
             if expected != len(flat):
                 raise RequestError(

@@ -36,6 +36,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         workers=args.workers,
         init=args.init,
+        force=args.force,
     )
     log.info("weights: %s (curves: %s)", weights, args.out / "curves.png")
     return 0
@@ -54,7 +55,20 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, dev: argparse.Argume
     )
     p.add_argument("task", choices=("detector", "reader", "crop-reader"))
     p.add_argument("--out", type=Path, required=True, help="run folder")
-    p.add_argument("--resume", type=Path, default=None, help="continue from a last.ckpt")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        help="continue the run of this last.ckpt as if never stopped, with its settings "
+        "(other --steps, --seed, --lr ... are refused; --val-every, --threads and --workers "
+        "may change, --ema may add decays)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="start even where --out holds another run: its outputs (last.ckpt, model.pt, "
+        "model-ema*.pt ...) are removed first",
+    )
     p.add_argument("--init", type=Path, default=None, help="start from these weights (a model.pt)")
     p.add_argument(
         "--config", type=Path, default=None, help="engine config YAML (default: shipped)"

@@ -171,9 +171,11 @@ def evaluate(
     for row in read_labels(labels):
         by_file[row["file"]].append(row)
     report = Report(folder=str(folder))
+    files = sorted(by_file)
     if failures_dir is not None:
         failures_dir.mkdir(parents=True, exist_ok=True)
-    files = sorted(by_file)
+        for f in files:  # drawings of an earlier run on this set: this run's failures only
+            _failure_path(failures_dir, f).unlink(missing_ok=True)
     for f in files:
         if not (folder / f).is_file():
             raise FileNotFoundError(f"{folder / f} is listed in labels.jsonl but missing")
@@ -218,10 +220,14 @@ def evaluate(
     return report
 
 
+def _failure_path(folder: Path, name: str) -> Path:
+    """``folder/NAME.png``, ``name``'s folders joined by ``__``."""
+    return folder / (str(Path(name).with_suffix("")).replace("/", "__") + ".png")
+
+
 def _save(image: Image.Image, folder: Path, name: str) -> None:
-    """Write ``image`` as ``folder/NAME.png`` (lossless: exact colours), ``name``'s folders
-    joined by ``__``."""
-    image.save(folder / (str(Path(name).with_suffix("")).replace("/", "__") + ".png"))
+    """Write ``image`` as :func:`_failure_path` (PNG, lossless: exact colours)."""
+    image.save(_failure_path(folder, name))
 
 
 def _load(path: Path) -> Any:
@@ -291,6 +297,7 @@ def write_report(report: Report, out: Path | None) -> str:
     md = report.to_markdown()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
-        (out / "report.md").write_text(md)
+        report_json = json.dumps(report.to_json(), ensure_ascii=False, indent=2)
+        (out / "report.json").write_text(report_json, encoding="utf-8")
+        (out / "report.md").write_text(md, encoding="utf-8")
     return md

@@ -136,7 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.write(f"{before['folder']} -> {after['folder']}\n")
     sys.stdout.write(describe(before, after, rows) + "\n")
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in rows], ensure_ascii=False, indent=1))
+        args.json.write_text(
+            json.dumps([asdict(r) for r in rows], ensure_ascii=False, indent=1), encoding="utf-8"
+        )
     return 0
 
 

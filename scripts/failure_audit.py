@@ -201,6 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--count", type=int, default=100)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", type=Path, required=True)
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an audit.tsv already in --out (and its judgments)",
+    )
     m = sub.add_parser("summarise", help="figures from a filled TSV")
     m.add_argument("tsv", type=Path)
     m.add_argument("--column", default="judgment", help="the rater's column (default judgment)")
@@ -209,11 +214,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         reports = _load(args.reports)
         if args.command == "sample":
+            tsv = args.out / "audit.tsv"
+            if tsv.exists() and not args.force:
+                raise FileExistsError(
+                    f"{tsv} exists and may hold judgments: choose another --out, or pass --force "
+                    "to replace it"
+                )
             drawn = sample(crop_failures(reports), args.count, args.seed)
             args.out.mkdir(parents=True, exist_ok=True)
             for i, sheet in enumerate(draw(drawn)):
                 sheet.save(args.out / f"sheet-{i:02d}.png")
-            with (args.out / "audit.tsv").open("w", encoding="utf-8", newline="") as fh:
+            with tsv.open("w", encoding="utf-8", newline="") as fh:
                 w = csv.writer(fh, delimiter="\t", lineterminator="\n")
                 w.writerow(FIELDS)
                 for i, f in enumerate(drawn):

@@ -18,7 +18,7 @@ import torch
 import yaml
 from loose_crops import loose_crops_read_exactly
 from PIL import Image
-from tools import READER_ALONE, SAMPLES
+from tools import READER_ALONE, SAMPLES, STOPPED_AT_FIRST_CHECKPOINT
 
 from kplate import Plate, Reading, Recognizer, plates
 from kplate.annotate import LABEL_COLOR, RIGHT_COLOR, WRONG_COLOR
@@ -428,8 +428,11 @@ def test_evaluate_counts(tmp_path: Path) -> None:
 
 def test_evaluate_draws_only_failures(tmp_path: Path) -> None:
     out = tmp_path / "failures"
+    out.mkdir()
+    Image.new("RGB", (4, 4)).save(out / "c.png")  # an earlier run's drawing of c, now right
+    (out / "notes.txt").write_text("mine")  # not a drawing of this set: kept
     rep = evaluate(tmp_path, _scripted_fixture(tmp_path), progress=False, failures_dir=out)
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "d.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "d.png", "notes.txt"]
     assert {f["file"] for f in rep.failures} == {"a.jpg", "b.jpg", "d.jpg"}
 
     def share(name: str, rgb: tuple[int, int, int]) -> float:
@@ -460,7 +463,9 @@ def test_training_smoke_and_resume(tmp_path: Path) -> None:
     base = [sys.executable, "-m", "kplate.cli", "train", "reader", "--out", str(tmp_path), "-q",
             "--train-count", "64", "--val-count", "16", "--batch-size", "8", "--val-every", "2",
             "--workers", "1", "--threads", "1"]  # fmt: skip
-    subprocess.run([*base, "--steps", "2"], check=True, timeout=600)
+    stopped = subprocess.run([sys.executable, "-c", STOPPED_AT_FIRST_CHECKPOINT, *base[3:], "--steps", "4"],
+                             check=False, timeout=600)  # fmt: skip
+    assert stopped.returncode == 130  # stopped as Ctrl-C would stop it, after the step-2 checkpoint
     ck = torch.load(tmp_path / "last.ckpt", weights_only=False)
     assert ck["step"] == 2 and set(ck) >= {"model", "optimizer", "scheduler", "args", "history"}
     subprocess.run(

@@ -91,3 +91,19 @@ def test_bad_judgments_and_reports_are_refused(report: dict[str, Any], tmp_path:
     bad = tmp_path / "bad.json"
     bad.write_text("{}", encoding="utf-8")
     assert audit.main(["sample", str(bad), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_sample_keeps_a_filled_tsv_unless_forced(
+    report: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _sample_and_read(report, tmp_path, 2)
+    tsv = tmp_path / "audit.tsv"
+    judged = tsv.read_text(encoding="utf-8").replace("\t\n", "\tU\n")  # the last column
+    assert judged.count("\tU\n") == 2
+    tsv.write_text(judged, encoding="utf-8")
+    args = ["sample", str(tmp_path / "r.json"), "--count", "2", "--out", str(tmp_path)]
+    assert audit.main(args) == 2
+    assert "audit.tsv exists" in capsys.readouterr().err
+    assert tsv.read_text(encoding="utf-8") == judged
+    assert audit.main([*args, "--force"]) == 0
+    assert tsv.read_text(encoding="utf-8") != judged

@@ -197,6 +197,21 @@ def test_plan_without_config(store: Path) -> None:
         up.plan(store, "p")
 
 
+def test_model_versions_and_suggested_prefix() -> None:
+    strays = [
+        "kplate/v1/config/config.properties",
+        "kplate/v1/model-store/kplate.mar",
+        "kplate/v12/model-store/kplate.mar",
+        "kplate/old/deep/config/config.properties",
+        "kplate/model-store/old.mar",  # the layout's own folder: a stale file, not a version
+        "kplate/notes.txt",
+    ]
+    assert up.model_versions(strays, "kplate") == ["kplate/old/deep", "kplate/v1", "kplate/v12"]
+    assert up.suggest_prefix("kplate", ["kplate/v1", "kplate/v12"]) == "kplate/v13"
+    assert up.suggest_prefix("kplate/v1", []) == "kplate/v2"
+    assert up.suggest_prefix("models", []) == "models/v1"
+
+
 def test_is_unchanged_prefers_crc32c_then_md5(store: Path) -> None:
     art = up.plan(store, "p")[-1]
     same = up.RemoteObject(art.object_name, art.size, art.crc32c, "wrong-md5")
@@ -228,7 +243,7 @@ def test_upload_skip_and_kserve_download(
 
     artifacts = up.plan(store, prefix)
     second = up.upload(client, bucket, artifacts, prefix, progress=False)
-    assert [r.uploaded for r in second] == [False, False]  # both skipped by checksum
+    assert [r.uploaded for r in second.results] == [False, False]  # both skipped by checksum
     after = {n: client.bucket(bucket).get_blob(n).generation for n in listing}
     assert after == generations, "a skipped object must not be rewritten"
 
@@ -240,17 +255,63 @@ def test_upload_skip_and_kserve_download(
     }
 
 
+def _generations(client: Any, bucket: str, prefix: str) -> dict[str, int]:
+    return {
+        n: client.bucket(bucket).get_blob(n).generation
+        for n in up.list_prefix(client, bucket, prefix)
+    }
+
+
 @pytest.mark.integration
-def test_changed_file_is_reuploaded(store: Path, bucket: str, client: Any) -> None:
+def test_changed_file_is_refused_and_left_untouched(store: Path, bucket: str, client: Any) -> None:
+    up.upload(client, bucket, up.plan(store, "kplate/v1"), "kplate/v1", progress=False)
+    old_config = client.bucket(bucket).get_blob("kplate/v1/config/config.properties")
+    old_bytes = old_config.download_as_bytes()
+    before = _generations(client, bucket, "kplate/v1")
+    (store / "config" / "config.properties").write_text(CONFIG + "job_queue_size=10\n")
+    (store / "model-store" / "kplate.mar").write_bytes(os.urandom(1000))  # a retrained model
+    with pytest.raises(up.ReplaceRefusedError) as refused:
+        up.upload(client, bucket, up.plan(store, "kplate/v1"), "kplate/v1", progress=False)
+    message = str(refused.value)
+    assert "kplate/v1/model-store/kplate.mar" in message
+    assert "kplate/v1/config/config.properties" in message
+    assert "kplate/v2" in message  # a new prefix of its own
+    assert "--overwrite" in message
+    # Nothing was written: neither the archive (listed first) nor the config.
+    assert _generations(client, bucket, "kplate/v1") == before
+    config = client.bucket(bucket).get_blob("kplate/v1/config/config.properties")
+    assert config.download_as_bytes() == old_bytes
+
+
+@pytest.mark.integration
+def test_changed_file_is_reuploaded_with_overwrite(store: Path, bucket: str, client: Any) -> None:
     up.upload(client, bucket, up.plan(store, "p"), "p", progress=False)
     (store / "config" / "config.properties").write_text(CONFIG + "job_queue_size=10\n")
-    results = up.upload(client, bucket, up.plan(store, "p"), "p", progress=False)
-    assert [(r.object_name, r.uploaded) for r in results] == [
-        ("p/model-store/kplate.mar", False),
-        ("p/config/config.properties", True),
+    results = up.upload(
+        client, bucket, up.plan(store, "p"), "p", progress=False, overwrite=True
+    ).results
+    assert [(r.object_name, r.uploaded, r.replaced) for r in results] == [
+        ("p/model-store/kplate.mar", False, False),
+        ("p/config/config.properties", True, True),
     ]
     blob = client.bucket(bucket).get_blob("p/config/config.properties")
     assert blob.download_as_bytes().endswith(b"job_queue_size=10\n")
+
+
+@pytest.mark.integration
+def test_cli_refuses_to_replace_then_overwrites(store: Path, bucket: str, gcs_env: str) -> None:
+    args = ["--bucket", bucket, "--prefix", "kplate/v1", "--store", str(store), "--no-progress"]
+    assert _cli(args, dict(os.environ)).returncode == 0
+    (store / "model-store" / "kplate.mar").write_bytes(os.urandom(1000))
+    refused = _cli(args, dict(os.environ))
+    assert refused.returncode == up.ReplaceRefusedError.exit_code != 0
+    assert "--prefix kplate/v2" in refused.stderr
+    dry = _cli([*args, "--dry-run"], dict(os.environ))
+    assert dry.returncode == up.ReplaceRefusedError.exit_code
+    assert "differs  gs://" in dry.stdout
+    forced = _cli([*args, "--overwrite"], dict(os.environ))
+    assert forced.returncode == 0, forced.stderr
+    assert f"replaced  gs://{bucket}/kplate/v1/model-store/kplate.mar" in forced.stdout
 
 
 @pytest.mark.integration
@@ -259,7 +320,7 @@ def test_large_archive_goes_resumable_with_progress(
 ) -> None:
     mar = store / "model-store" / "kplate.mar"
     mar.write_bytes(os.urandom(up.CHUNK_SIZE + 123_457))  # above the single-request limit
-    results = up.upload(client, bucket, up.plan(store, "big"), "big", progress=True)
+    results = up.upload(client, bucket, up.plan(store, "big"), "big", progress=True).results
     assert [r.uploaded for r in results] == [True, True]
     assert client.bucket(bucket).get_blob("big/model-store/kplate.mar").download_as_bytes() == (
         mar.read_bytes()
@@ -274,6 +335,7 @@ def test_stale_object_fails_verification_until_pruned(
     client.bucket(bucket).blob("p/model-store/old.mar").upload_from_string(b"stale")
     with pytest.raises(up.VerificationError, match=r"old\.mar.*--prune"):
         up.upload(client, bucket, up.plan(store, "p"), "p", progress=False)
+    assert sorted(up.list_prefix(client, bucket, "p")) == ["p/model-store/old.mar"]  # no write
     up.upload(client, bucket, up.plan(store, "p"), "p", progress=False, prune=True)
     assert sorted(up.list_prefix(client, bucket, "p")) == [
         "p/config/config.properties",
@@ -284,8 +346,77 @@ def test_stale_object_fails_verification_until_pruned(
 @pytest.mark.integration
 def test_dry_run_writes_nothing(store: Path, bucket: str, client: Any) -> None:
     results = up.upload(client, bucket, up.plan(store, "p"), "p", progress=False, dry_run=True)
-    assert all(r.uploaded for r in results)
+    assert all(r.uploaded for r in results.results)
     assert up.list_prefix(client, bucket, "p") == {}
+
+
+def _two_versions(store: Path, bucket: str, client: Any) -> dict[str, int]:
+    """kplate/v1 and kplate/v2 published; returns every object's generation."""
+    for prefix in ("kplate/v1", "kplate/v2"):
+        up.upload(client, bucket, up.plan(store, prefix), prefix, progress=False)
+    return _generations(client, bucket, "kplate")
+
+
+@pytest.mark.integration
+def test_prefix_above_other_versions_is_refused_before_writing(
+    store: Path, bucket: str, client: Any
+) -> None:
+    before = _two_versions(store, bucket, client)
+    with pytest.raises(up.VerificationError) as refused:
+        up.upload(client, bucket, up.plan(store, "kplate"), "kplate", progress=False)
+    message = str(refused.value)
+    assert refused.value.exit_code == 6
+    assert "kplate/v1/model-store/kplate.mar" in message
+    assert "kplate/v2/config/config.properties" in message
+    assert "--prefix kplate/v3" in message  # a prefix of its own
+    assert "other model versions" in message
+    assert "--prune would DELETE all 4" in message  # says what it would delete
+    assert "rerun with --prune" not in message
+    assert _generations(client, bucket, "kplate") == before  # nothing written
+
+
+@pytest.mark.integration
+def test_cli_prefix_above_other_versions_writes_nothing(
+    store: Path, bucket: str, client: Any, gcs_env: str
+) -> None:
+    before = _two_versions(store, bucket, client)
+    args = ["--bucket", bucket, "--prefix", "kplate", "--store", str(store), "--no-progress"]
+    result = _cli(args, dict(os.environ))
+    assert result.returncode == 6
+    assert "gs://" + bucket + "/kplate/v1/" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _generations(client, bucket, "kplate") == before
+
+
+@pytest.mark.integration
+def test_cli_dry_run_lists_uploads_and_what_prune_deletes(
+    store: Path, bucket: str, client: Any, gcs_env: str
+) -> None:
+    client.bucket(bucket).blob("p/model-store/old.mar").upload_from_string(b"stale")
+    args = ["--bucket", bucket, "--prefix", "p", "--store", str(store), "--dry-run"]
+    plain = _cli(args, dict(os.environ))
+    assert plain.returncode == 6  # what the real run would answer
+    assert f"would upload  gs://{bucket}/p/model-store/kplate.mar" in plain.stdout
+    assert f"stray  gs://{bucket}/p/model-store/old.mar" in plain.stdout
+    assert "--prune would delete 1 object" in plain.stdout
+    pruning = _cli([*args, "--prune"], dict(os.environ))
+    assert pruning.returncode == 0, pruning.stderr
+    assert f"would delete  gs://{bucket}/p/model-store/old.mar" in pruning.stdout
+    assert "dry run: 2 of 2 objects would be uploaded" in pruning.stdout
+    assert sorted(up.list_prefix(client, bucket, "p")) == ["p/model-store/old.mar"]
+
+
+@pytest.mark.integration
+def test_many_strays_are_counted_not_all_listed(store: Path, bucket: str, client: Any) -> None:
+    for i in range(up.MAX_LISTED + 5):
+        client.bucket(bucket).blob(f"p/logs/{i:03d}.txt").upload_from_string(b"x")
+    with pytest.raises(up.VerificationError) as refused:
+        up.upload(client, bucket, up.plan(store, "p"), "p", progress=False)
+    message = str(refused.value)
+    assert "p/logs/000.txt" in message
+    assert f"p/logs/{up.MAX_LISTED + 4:03d}.txt" not in message
+    assert "and 5 more" in message
+    assert "other model versions" not in message
 
 
 @pytest.mark.integration
@@ -306,6 +437,27 @@ def test_cli_end_to_end(store: Path, bucket: str, gcs_env: str) -> None:
     assert second.returncode == 0, second.stderr
     assert second.stdout.count("unchanged  gs://") == 2
     assert "(0 uploaded, 2 unchanged)" in second.stdout
+
+
+@pytest.mark.integration
+def test_cli_records_the_destination_only_after_a_verified_upload(
+    store: Path, bucket: str, gcs_env: str, tmp_path: Path
+) -> None:
+    record = tmp_path / "last-upload"
+    args = ["--bucket", bucket, "--prefix", "/kplate/v1/", "--store", str(store)]
+    dry = _cli([*args, "--record", str(record), "--dry-run"], dict(os.environ))
+    assert dry.returncode == 0, dry.stderr
+    assert not record.exists()
+    done = _cli([*args, "--record", str(record)], dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    assert record.read_text(encoding="utf-8") == f"gs://{bucket}/kplate/v1\n"
+    (store / "model-store" / "kplate.mar").write_bytes(os.urandom(1000))
+    refused = _cli(
+        ["--bucket", bucket, "--prefix", "kplate/v1", "--store", str(store), "--record",
+         str(tmp_path / "other")], dict(os.environ),
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert not (tmp_path / "other").exists()
 
 
 @pytest.mark.integration

@@ -157,6 +157,20 @@ def test_v2_nested_data_matches_shape() -> None:
             None,
             "shape [3]",
         ),
+        (
+            {
+                "body": {
+                    "inputs": [{"name": "t", "shape": [1.0], "datatype": "BYTES", "data": ["a"]}]
+                }
+            },
+            None,
+            "shape must be a list of non-negative integers",
+        ),
+        (
+            {"body": {"inputs": [{"name": "t", "shape": "1", "datatype": "BYTES", "data": ["a"]}]}},
+            None,
+            "shape must be",
+        ),
         ({"note": "hi"}, "multipart/form-data", "no image field"),
         ({"file": b""}, "multipart/form-data", "empty file"),
     ],

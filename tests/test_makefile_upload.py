@@ -16,12 +16,12 @@ ARCHIVE_STEP = "-m handler.archive --export-path"
 UPLOAD_STEP = "gs/upload.py --bucket b --prefix p"
 
 
-def _dry_run_upload(tmp_path: Path, mar: Path) -> str:
+def _dry_run_upload(tmp_path: Path, mar: Path, *args: str) -> str:
     stamp = tmp_path / "installed"
     stamp.touch()
     result = subprocess.run(
         [make_tool(), "--no-print-directory", "-n", "upload", "BUCKET=b", "PREFIX=p",
-         f"MAR={mar}", f"STAMP={stamp}"],
+         f"MAR={mar}", f"STAMP={stamp}", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -49,3 +49,54 @@ def test_upload_keeps_an_up_to_date_archive(tmp_path: Path) -> None:
     out = _dry_run_upload(tmp_path, mar)
     assert ARCHIVE_STEP not in out, out
     assert UPLOAD_STEP in out
+
+
+def test_upload_passes_overwrite_and_records_the_destination(tmp_path: Path) -> None:
+    mar = tmp_path / "kplate.mar"
+    mar.write_bytes(b"new")
+    future = time.time() + 3600
+    os.utime(mar, (future, future))
+    plain = _dry_run_upload(tmp_path, mar)
+    assert "--overwrite" not in plain
+    assert f"{UPLOAD_STEP} --record gs/.last-upload" in plain, plain
+    assert f"{UPLOAD_STEP} --overwrite" in _dry_run_upload(tmp_path, mar, "OVERWRITE=1")
+
+
+def _deploy(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`make deploy` for real with KUBECTL=true: every check runs, `true apply` does nothing."""
+    return subprocess.run(
+        [make_tool(), "--no-print-directory", "deploy", "KUBECTL=true",
+         f"LAST_UPLOAD={tmp_path / 'last-upload'}", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def _params() -> dict[str, str]:
+    text = (ROOT / "k8s" / "base" / "params.env").read_text(encoding="utf-8")
+    pairs = (line.partition("=") for line in text.splitlines() if not line.startswith("#"))
+    return {key: value for key, sep, value in pairs if sep}
+
+
+def test_deploy_refuses_when_the_last_upload_went_elsewhere(tmp_path: Path) -> None:
+    p = _params()
+    (tmp_path / "last-upload").write_text(f"gs://{p['bucket']}/kplate/v2-elsewhere\n")
+    result = _deploy(tmp_path)
+    assert result.returncode != 0
+    assert f"gs://{p['bucket']}/kplate/v2-elsewhere" in result.stderr
+    assert "prefix=kplate/v2-elsewhere" in result.stderr  # how to serve the new upload
+    assert "true apply" not in result.stdout  # kubectl never ran
+
+
+def test_deploy_goes_ahead_when_the_last_upload_matches(tmp_path: Path) -> None:
+    p = _params()
+    (tmp_path / "last-upload").write_text(f"gs://{p['bucket']}/{p['prefix']}\n")
+    result = _deploy(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "true apply -k k8s/overlays/gpu" in result.stdout
+
+
+def test_deploy_without_a_recorded_upload_says_what_it_serves(tmp_path: Path) -> None:
+    p = _params()
+    result = _deploy(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"gs://{p['bucket']}/{p['prefix']}" in result.stdout + result.stderr

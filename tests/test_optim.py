@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tools import STOPPED_AT_FIRST_CHECKPOINT
 from torch import nn
 
 from kplate.train.optim import ExactAdamW
@@ -134,14 +135,17 @@ def test_kplate_train_offers_each_optimiser_and_refuses_others() -> None:
 def test_kplate_train_with_the_exact_optimiser_checkpoints_and_resumes_its_state(
     tmp_path: Path,
 ) -> None:
-    def train(out: Path, *extra: str) -> None:
-        subprocess.run([sys.executable, "-m", "kplate.cli", "train", "reader", "--out", str(out),
-                        "-q", "--train-count", "16", "--val-count", "8", "--batch-size", "4",
-                        "--val-every", "2", "--workers", "1", "--threads", "1",
-                        "--optimizer", "exact", *extra], check=True, timeout=600)  # fmt: skip
+    def train(out: Path, *extra: str, stop: bool = False) -> None:
+        head = ["-c", STOPPED_AT_FIRST_CHECKPOINT] if stop else ["-m", "kplate.cli"]
+        r = subprocess.run([sys.executable, *head, "train", "reader", "--out", str(out),
+                            "-q", "--train-count", "16", "--val-count", "8", "--batch-size", "4",
+                            "--val-every", "2", "--workers", "1", "--threads", "1",
+                            "--optimizer", "exact", *extra], check=False, timeout=600)  # fmt: skip
+        if r.returncode != (130 if stop else 0):
+            raise subprocess.CalledProcessError(r.returncode, r.args)
 
     run = tmp_path / "run"
-    train(run, "--steps", "2")
+    train(run, "--steps", "4", stop=True)  # stopped, as Ctrl-C would stop it, at step 2
     ck = torch.load(run / "last.ckpt", weights_only=False)
     assert ck["args"]["optimizer"] == "exact"
     assert ck["optimizer"]["state"][0]["step"] == 2 and "beta1_power" in ck["optimizer"]["state"][0]

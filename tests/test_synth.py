@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -17,9 +18,9 @@ from PIL import Image, ImageCms
 
 from kplate import plates
 from kplate.cli import build_parser
-from kplate.synth import SynthJob, effects, fonts, render_crop, render_scene, write_dataset
+from kplate.synth import SynthJob, dataset, effects, fonts, render_crop, render_scene, write_dataset
 from kplate.synth.backgrounds import strip_png_profile
-from kplate.synth.dataset import KINDS
+from kplate.synth.dataset import KINDS, read_labels
 from kplate.synth.plate import (
     STYLE_BY_NAME,
     STYLES,
@@ -250,6 +251,39 @@ def test_write_dataset_is_byte_identical(tmp_path: Path) -> None:
     write_dataset(job, tmp_path / "a", workers=1, progress=False)
     write_dataset(job, tmp_path / "b", workers=2, progress=False)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+
+
+def test_a_dataset_written_again_into_its_folder_replaces_it_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "set"
+    write_dataset(SynthJob(kind="crops", seed=0, count=3), out, workers=1, progress=False)
+    (out / "notes.txt").write_text("mine")
+    # a run that stops after its first image: no labels of the earlier run beside it
+    real = dataset.iter_encoded
+
+    def first_then_fail(job: SynthJob, workers: int) -> Iterator[tuple[int, bytes, list]]:
+        it = real(job, workers)
+        yield next(it)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dataset, "iter_encoded", first_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(SynthJob(kind="crops", seed=1, count=2), out, workers=1, progress=False)
+    assert not (out / "labels.jsonl").exists()
+    monkeypatch.setattr(dataset, "iter_encoded", real)
+    # a whole smaller run: its labels, its images, none of the earlier run's; other files stay
+    write_dataset(SynthJob(kind="crops", seed=1, count=2), out, workers=1, progress=False)
+    assert [r["file"] for r in read_labels(out / "labels.jsonl")] == [
+        "crop_000000.jpg",
+        "crop_000001.jpg",
+    ]
+    assert sorted(f.name for f in out.iterdir()) == [
+        "crop_000000.jpg",
+        "crop_000001.jpg",
+        "labels.jsonl",
+        "notes.txt",
+    ]
 
 
 def test_synth_cli_end_to_end(tmp_path: Path) -> None:

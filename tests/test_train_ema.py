@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tools import STOPPED_AT_FIRST_CHECKPOINT
 from torch import nn
 
 from kplate.config import EngineConfig
@@ -42,11 +43,13 @@ def test_the_average_follows_the_warmed_up_decay_and_copies_integer_buffers() ->
     assert avg.filename == "model-ema0.9.pt"
 
 
-def _train(out: Path, *extra: str) -> None:
-    subprocess.run([sys.executable, "-m", "kplate.cli", "train", "reader", "--out", str(out), "-q",
-                    "--train-count", "16", "--val-count", "8", "--batch-size", "4",
-                    "--val-every", "2", "--workers", "1", "--threads", "1", *extra],
-                   check=True, timeout=600)  # fmt: skip
+def _train(out: Path, *extra: str, stop: bool = False) -> None:
+    head = ["-c", STOPPED_AT_FIRST_CHECKPOINT] if stop else ["-m", "kplate.cli"]
+    r = subprocess.run([sys.executable, *head, "train", "reader", "--out", str(out), "-q",
+                        "--train-count", "16", "--val-count", "8", "--batch-size", "4",
+                        "--val-every", "2", "--workers", "1", "--threads", "1", *extra],
+                       check=False, timeout=600)  # fmt: skip
+    assert r.returncode == (130 if stop else 0)
 
 
 def _sha(path: Path) -> str:
@@ -64,7 +67,7 @@ def test_averages_leave_the_trained_weights_alone_and_are_checkpointed(tmp_path:
     last = [h for h in json.loads((averaged / "history.json").read_text()) if "val" in h]
     assert "ema0.5_exact" in last[-1] and "ema0.5_exact" not in last[0]  # validated at the end
     # the checkpoint carries the averages; one it lacks starts at the step resumed from
-    _train(resumed, "--steps", "2", "--ema", "0.5")
+    _train(resumed, "--steps", "4", "--ema", "0.5", stop=True)  # stopped at step 2
     ck = torch.load(resumed / "last.ckpt", weights_only=False)
     saved = torch.load(resumed / "model-ema0.5.pt", weights_only=True)
     assert all(torch.equal(ck["ema"]["0.5"][k], v) for k, v in saved.items())

@@ -48,3 +48,18 @@ def load_module(name: str, path: Path) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+#: ``python -c`` this, then ``kplate`` arguments: the CLI, stopped as Ctrl-C would stop it
+#: once its first checkpoint is written (exit status 130).
+STOPPED_AT_FIRST_CHECKPOINT = """\
+import sys
+import kplate.train.engine as e
+plot = e.plot_curves
+def stop(history, path):
+    plot(history, path)
+    raise KeyboardInterrupt
+e.plot_curves = stop
+from kplate.cli import main
+sys.exit(main(sys.argv[1:]))
+"""

@@ -6,6 +6,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import re
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from kplate.synth import fonts
 from kplate.synth.scene import Sample, render_crop, render_scene
 
 log = logging.getLogger(__name__)
+
+#: The names :func:`write_dataset` gives its images (``scene_000012.jpg``, ``loose-crop_...``).
+_SAMPLE_NAME = re.compile(r"^(scene|crop|loose-crop)_[0-9]+\.jpg$")
 
 KINDS = ("scenes", "crops", "loose-crops")
 
@@ -103,6 +107,12 @@ def write_dataset(
     labels = out / "labels.jsonl"
     tmp = labels.with_suffix(".jsonl.tmp")
     width = max(6, len(str(max(job.count - 1, 0))))
+    if labels.exists():
+        # Images are written in place: labels of an earlier run must not outlive them if
+        # this one stops half way (the new labels appear only once every image is written).
+        log.info("replacing the dataset in %s", out)
+        labels.unlink()
+    written: set[str] = set()
     with tmp.open("w", encoding="utf-8") as fh:
         it = iter_encoded(job, workers or default_workers())
         for index, data, rows in tqdm(
@@ -110,12 +120,18 @@ def write_dataset(
         ):
             name = f"{job.kind[:-1]}_{index:0{width}d}.jpg"
             (out / name).write_bytes(data)
+            written.add(name)
             empty = {"text": None, "box": None, "layout": None, "color": None, "corners": None}
             for r in rows or [empty]:
                 fh.write(
                     json.dumps({"file": name, "kind": kind_label, **r}, ensure_ascii=False) + "\n"
                 )
     tmp.replace(labels)
+    stale = [f for f in out.glob("*.jpg") if _SAMPLE_NAME.match(f.name) and f.name not in written]
+    for f in stale:  # samples of an earlier, larger run into the same folder
+        f.unlink()
+    if stale:
+        log.info("removed %d images of an earlier run from %s", len(stale), out)
     return labels
 
 

@@ -6,13 +6,15 @@ import copy
 import json
 import logging
 import math
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -28,6 +30,15 @@ LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite: training stops instead of writing garbage."""
+
+
+class RunFolderError(ValueError):
+    """The run folder holds another run's outputs, which this run would overwrite or leave
+    beside its own (``--force`` removes them first)."""
+
+
+class ResumeSettingsError(ValueError):
+    """A resumed run was asked for settings other than those its checkpoint was trained with."""
 
 
 @dataclass
@@ -68,6 +79,118 @@ class TrainArgs:
             )
         if any(not (0 < d < 1) for d in self.ema) or len(set(self.ema)) != len(self.ema):
             raise ValueError(f"--ema decays must be distinct and in (0, 1), got {self.ema}")
+
+
+#: Settings a resumed run may change: where it writes, how often it validates and how many
+#: threads compute; not what it computes (the thread count does change the last bits of some
+#: sums: a resumed run is an uninterrupted one bit for bit with the same ``threads``).
+#: ``ema`` may name more decays than the checkpoint's (each new average starts where the run
+#: resumes), not fewer. Any other setting is the checkpoint's.
+RESUME_MAY_CHANGE = frozenset({"out", "val_every", "threads"})
+
+
+def _shown(value: Any) -> str:
+    return " ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value}"
+
+
+def _flag(name: str) -> str:
+    return name if name == "task" else f"--{name.replace('_', '-')}"
+
+
+def resumed_args(saved: Mapping[str, Any], given: Mapping[str, Any], ckpt: Path) -> TrainArgs:
+    """The settings of a run resumed from ``ckpt``, whose checkpoint saved ``saved`` (its
+    ``args``): those, with the ``given`` ones (None: not given) that may change on a resume
+    (:data:`RESUME_MAY_CHANGE`; ``ema`` adding decays).
+
+    Raises:
+        ResumeSettingsError: naming each given setting that differs from the checkpoint's.
+    """
+    names = {f.name: f for f in fields(TrainArgs)}
+    merged: dict[str, Any] = {}
+    for name, f in names.items():  # checkpoints written before a setting existed: its default
+        if name in saved:
+            merged[name] = saved[name]
+        elif f.default is not MISSING:
+            merged[name] = f.default
+        elif f.default_factory is not MISSING:
+            merged[name] = f.default_factory()
+    merged["ema"] = tuple(float(d) for d in merged.get("ema", ()))
+    refused = []
+    for name, value in given.items():
+        if value is None or name not in names:
+            continue
+        if name == "ema":
+            value = tuple(float(d) for d in value)  # noqa: PLW2901
+            dropped = _shown(tuple(d for d in merged["ema"] if d not in value))
+            if dropped:
+                refused.append(f"--ema {_shown(value)} (drops the checkpoint's average {dropped})")
+        elif name not in RESUME_MAY_CHANGE and value != merged.get(name):
+            refused.append(
+                f"{_flag(name)} {_shown(value)} (the checkpoint's: {_shown(merged.get(name))})"
+            )
+        merged[name] = value
+    if refused:
+        raise ResumeSettingsError(
+            f"{ckpt} was trained with other settings: {'; '.join(refused)}. A resumed run "
+            "takes its settings from its checkpoint: leave these out (only "
+            f"{', '.join(_flag(n) for n in sorted(RESUME_MAY_CHANGE))} and --workers may "
+            "change, and --ema may add decays), or start a new run"
+        )
+    return TrainArgs(**merged)
+
+
+#: What a run writes into its folder (and ``model-ema<DECAY>.pt``, one per average).
+RUN_OUTPUTS = ("last.ckpt", "last.tmp", "model.pt", "history.json", "curves.png")
+
+
+def run_outputs(out: Path) -> list[Path]:
+    """The outputs of a run found in the folder ``out``."""
+    if not out.is_dir():
+        return []
+    found = [out / name for name in RUN_OUTPUTS if (out / name).exists()]
+    return found + sorted(out.glob("model-ema*.pt"))
+
+
+def other_run(out: Path, resume: Path | None) -> list[Path]:
+    """The outputs in ``out`` of another run than the one resumed from ``resume`` (None: a
+    fresh run, to which any run's are another's)."""
+    found = run_outputs(out)
+    last = out / "last.ckpt"
+    ours = resume is not None and last.exists() and resume.exists() and last.samefile(resume)
+    return [] if ours else found
+
+
+def check_run_folder(out: Path, resume: Path | None, force: bool) -> None:
+    """Refuse to write into a folder holding another run's outputs, unless ``force``: a fresh
+    run (``resume`` None) needs a folder without them; a resumed run, one without them or
+    whose ``last.ckpt`` is the checkpoint it resumes.
+
+    Raises:
+        RunFolderError: ``out`` holds another run's outputs.
+    """
+    found = other_run(out, resume)
+    if force or not found:
+        return
+    names = ", ".join(p.name for p in found)
+    last = out / "last.ckpt"
+    if resume is None:
+        hint = f"pass --resume {last} to continue it, or " if last.exists() else "pass "
+        raise RunFolderError(
+            f"{out} already holds a run ({names}): {hint}--force to start a new run there "
+            "(the earlier run's outputs are removed first), or choose another --out"
+        )
+    raise RunFolderError(
+        f"{out} holds another run than {resume} ({names}): resume into the folder of that "
+        "checkpoint, or pass --force to replace these (they are removed first)"
+    )
+
+
+def clear_run_folder(out: Path, resume: Path | None) -> None:
+    """Remove another run's outputs from ``out`` (:func:`other_run`), so that none is left
+    beside this run's."""
+    for path in other_run(out, resume):
+        log.warning("removing the earlier run's %s", path)
+        path.unlink()
 
 
 class WeightAverage:
@@ -111,6 +234,88 @@ def cycle(loader: DataLoader) -> Iterator[Any]:
         yield from loader
 
 
+class Batches(Iterator[Any]):
+    """A loader's batches, pass after pass with a new shuffle each (as :func:`cycle`), that
+    knows where it is: the state of the loader's generator when the pass began and how many of
+    the pass's batches were used. Given that :meth:`position`, a resumed run carries on with the
+    batch after the last one used: the pass is shuffled again from the same state and the used
+    batches are skipped (their indices drawn, no sample loaded).
+
+    It draws from the loader's generator exactly as :func:`cycle` does.
+    """
+
+    def __init__(self, loader: DataLoader, position: Mapping[str, Any] | None = None) -> None:
+        self.loader = loader
+        self._it: Iterator[Any] | None = None
+        self._start: torch.Tensor | None = None
+        self._used = 0
+        if position is not None and position.get("used"):
+            if loader.generator is None or position.get("generator") is None:
+                log.warning("the loader has no generator to resume from: a new pass begins")
+            else:
+                self._start, self._used = position["generator"], int(position["used"])
+
+    def position(self) -> dict[str, Any]:
+        """Where the batches are, for a checkpoint."""
+        return {"generator": self._start, "used": self._used}
+
+    def __next__(self) -> Any:
+        while True:
+            fresh = self._it is None and self._start is None
+            if self._it is None:
+                self._it = self._begin()
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                if fresh:
+                    raise ValueError(
+                        f"the loader gives no batch (fewer samples than --batch-size "
+                        f"{self.loader.batch_size}?)"
+                    ) from None
+                self._it, self._start, self._used = None, None, 0
+                continue
+            self._used += 1
+            return batch
+
+    def _begin(self) -> Iterator[Any]:
+        gen = self.loader.generator
+        if self._start is None:  # a new pass
+            self._start = None if gen is None else gen.get_state()
+            return iter(self.loader)
+        assert gen is not None
+        gen.set_state(self._start)  # the pass a checkpoint was written in
+        it = iter(self.loader)
+        skip = getattr(it, "_next_index", None) if self.loader.num_workers == 0 else None
+        for _ in range(self._used):
+            try:
+                skip() if skip is not None else next(it)  # indices only, or load and drop
+            except StopIteration:
+                break
+        return it
+
+
+def random_states() -> dict[str, Any]:
+    """The global random generators' states (torch's draws the augmentation and dropout)."""
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def set_random_states(states: Mapping[str, Any]) -> None:
+    """Restore what :func:`random_states` returned."""
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A ``last.ckpt`` as :func:`save_checkpoint` wrote it."""
+    ck: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    return ck
+
+
 def lr_factor(step: int, steps: int, warmup: int) -> float:
     """Linear warm-up, then cosine decay to 2% of the peak."""
     if step < warmup:
@@ -128,9 +333,12 @@ def save_checkpoint(
     step: int,
     history: list[dict[str, float]],
     averages: Sequence[WeightAverage] = (),
+    where: Mapping[str, Any] | None = None,
 ) -> None:
-    """One dict: model, optimizer, scheduler, args, step, the metric history and the
-    weight averages (by decay)."""
+    """One dict: model, optimizer, scheduler, args, step, the metric history, the weight
+    averages (by decay), and ``where`` the run is, to resume it as if never stopped: the random
+    generators' states (``rng``), the position in the shuffled data (``data``) and the running
+    loss (``running``)."""
     tmp = path.with_suffix(".tmp")
     torch.save(
         {
@@ -141,6 +349,7 @@ def save_checkpoint(
             "step": step,
             "history": history,
             "ema": {str(a.decay): a.state for a in averages},
+            **(where or {}),
         },
         tmp,
     )
@@ -196,30 +405,41 @@ def train(
     validate: Callable[[nn.Module], dict[str, float]],
     resume: Path | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> list[dict[str, float]]:
     """Run ``args.steps`` optimiser steps; validate every ``args.val_every``; checkpoint each time.
 
     Writes ``last.ckpt``, ``model.pt`` (the state_dict of the last step), ``history.json`` and
-    ``curves.png`` into ``args.out``.
+    ``curves.png`` into ``args.out``. A run resumed from a checkpoint of this code carries on
+    as if never stopped (the same weights, bit for bit, with the same threads).
+
+    Raises:
+        RunFolderError: ``args.out`` holds another run's outputs and ``force`` is not given
+            (with it, they are removed first).
+        ResumeSettingsError: ``args`` differ from the checkpoint's where they may not.
     """
     out = Path(args.out)
+    check_run_folder(out, resume, force)
     out.mkdir(parents=True, exist_ok=True)
     opt = OPTIMIZERS[args.optimizer](model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, args.steps, args.warmup))
-    step, history, saved = 0, [], {}
+    step, history, saved, ck = 0, [], {}, {}
     if resume is not None:
-        ck = torch.load(resume, map_location="cpu", weights_only=False)
-        saved_with = ck.get("args", {}).get("optimizer", "adamw")
-        if saved_with != args.optimizer:
-            raise ValueError(
-                f"{resume} was trained with --optimizer {saved_with}; "
-                f"resume it with the same, not {args.optimizer}"
-            )
+        ck = load_checkpoint(resume)
+        resumed_args(ck.get("args", {}), asdict(args), resume)  # refuses other settings
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         step, history, saved = int(ck["step"]), list(ck["history"]), ck.get("ema", {})
         log.info("resumed %s at step %d", resume, step)
+        if "rng" not in ck:
+            log.warning(
+                "%s was written without its random states and data position: the run goes on "
+                "with other batches and augmentations than an uninterrupted one",
+                resume,
+            )
+    if force:
+        clear_run_folder(out, resume)
     # each average starts from the weights trained so far, or carries on where it was saved
     averages = [WeightAverage(model, d) for d in args.ema]
     for a in averages:
@@ -230,9 +450,11 @@ def train(
                 "%s has no average of decay %g: it starts at step %d", resume, a.decay, step
             )
     model.train()
-    batches = cycle(loader)
+    batches = Batches(loader, ck.get("data"))
+    if "rng" in ck:
+        set_random_states(ck["rng"])
     bar = tqdm(total=args.steps, initial=step, desc=f"train {args.task}", disable=not progress)
-    t0, running = time.time(), 0.0
+    t0, running = time.time(), float(ck.get("running", 0.0))
     while step < args.steps:
         loss, parts = optimiser_step(model, opt, loss_fn, next(batches), step)
         if averages:
@@ -258,7 +480,10 @@ def train(
                     metrics.update({f"ema{a.decay:g}_{k}": v for k, v in got.items()})
             history.append({"step": step, "val": 1.0, **metrics})
             log.info("step %d (%.0f s): %s", step, time.time() - t0, json.dumps(metrics))
-            save_checkpoint(out / "last.ckpt", model, opt, sched, args, step, history, averages)
+            where = {"rng": random_states(), "data": batches.position(), "running": running}
+            save_checkpoint(
+                out / "last.ckpt", model, opt, sched, args, step, history, averages, where
+            )
             torch.save(model.state_dict(), out / "model.pt")
             for a in averages:
                 torch.save(a.state, out / a.filename)

@@ -22,7 +22,14 @@ from kplate.models.reader import PlateReader
 from kplate.models.state import load_weights
 from kplate.plates import COLORS, LAYOUTS
 from kplate.train.data import CropDataset, SceneDataset, collate_scenes, to_float
-from kplate.train.engine import LossFn, TrainArgs, train
+from kplate.train.engine import (
+    LossFn,
+    TrainArgs,
+    check_run_folder,
+    load_checkpoint,
+    resumed_args,
+    train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -247,16 +254,35 @@ def run(
     progress: bool = True,
     workers: int | None = None,
     init: Path | None = None,
+    force: bool = False,
 ) -> Path:
     """Train ``task`` (a key of :data:`DEFAULTS`) into ``out``, from ``init`` weights when
-    given (``crop-reader`` needs a trained reader's); returns the weights path."""
+    given (``crop-reader`` needs a trained reader's); returns the weights path.
+
+    ``overrides`` are the settings given (None: not given). A fresh run takes the others from
+    :data:`DEFAULTS`; a run resumed from ``resume`` takes them from its checkpoint, and refuses
+    given ones that differ from the checkpoint's (:func:`~kplate.train.engine.resumed_args`).
+    ``out`` must not hold another run's outputs unless ``force`` (they are removed first).
+
+    Raises:
+        RunFolderError: ``out`` holds another run's outputs and ``force`` is not given.
+        ResumeSettingsError: a setting given differs from ``resume``'s.
+    """
     if task not in DEFAULTS:
         raise ValueError(f"task must be one of {', '.join(DEFAULTS)}, got {task!r}")
     if task == "crop-reader" and init is None and resume is None:
         raise ValueError("crop-reader fine-tunes a trained reader: give --init READER_WEIGHTS")
+    if resume is not None and not resume.is_file():
+        raise FileNotFoundError(f"no checkpoint to resume: {resume}")
+    # refused before any data is rendered
+    check_run_folder(out, resume, force)
     cfg = load_config(config)
-    opts = {**DEFAULTS[task], **{k: v for k, v in overrides.items() if v is not None}}
-    args = TrainArgs(task=task, out=str(out), **opts)
+    if resume is None:
+        opts = {**DEFAULTS[task], **{k: v for k, v in overrides.items() if v is not None}}
+        args = TrainArgs(task=task, out=str(out), **opts)
+    else:
+        saved = load_checkpoint(resume).get("args", {})
+        args = resumed_args(saved, {**overrides, "task": task, "out": str(out)}, resume)
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -273,6 +299,6 @@ def run(
     else:
         validate = partial(reader_metrics, data=val_set, cfg=cfg)
     log.info("%s data ready in %.0f s", task, time.time() - t0)
-    train(args, model, loader, loss_fn, validate, resume=resume, progress=progress)
+    train(args, model, loader, loss_fn, validate, resume=resume, progress=progress, force=force)
     log.info("%s trained in %.1f min", task, (time.time() - t0) / 60)
     return out / "model.pt"
