@@ -29,6 +29,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from kplate.errors import ImageTooLargeError, KplateError
-from kplate.imageio import decode_image, header_size
+from kplate.imageio import check_size, decode_image, header_size
 
 #: Multipart fields that carry images: ``data``, ``file``, ``image``, each optionally numbered
 #: (``file2``, ``file_2``, ``file[2]``). Other fields (``filename``, ``note``) are ignored.
@@ -181,20 +182,14 @@ def decode_images(
             ``PayloadTooLargeError`` (413) when the images together exceed
             ``max_request_pixels``.
     """
-    several = len(parsed.images) > 1
     total = 0
     for index, raw in enumerate(parsed.images):
-        size = header_size(raw)
-        if size is None:
-            continue  # not readable as an image: decode_image says why, below
-        width, height = size
-        if width * height > max_pixels:
-            prefix = f"image {index}: " if several else ""
-            raise ImageTooLargeError(
-                f"{prefix}image is {width}x{height} = {width * height} pixels; "
-                f"the limit is {max_pixels}"
-            )
-        total += width * height
+        with _naming(parsed, index):
+            size = header_size(raw)
+            if size is None:
+                continue  # not readable as an image: decode_image says why, below
+            check_size(*size, max_pixels)
+            total += size[0] * size[1]
     if max_request_pixels is not None and total > max_request_pixels:
         raise PayloadTooLargeError(
             f"the request's {len(parsed.images)} images have {total} pixels in all; the "
@@ -203,13 +198,21 @@ def decode_images(
         )
     arrays = []
     for index, raw in enumerate(parsed.images):
-        try:
+        with _naming(parsed, index):
             arrays.append(decode_image(raw, max_pixels=max_pixels, max_bytes=max_image_bytes))
-        except KplateError as exc:
-            if len(parsed.images) == 1:
-                raise
-            raise type(exc)(f"image {index}: {exc}") from exc
     return arrays
+
+
+@contextmanager
+def _naming(parsed: ParsedRequest, index: int) -> Iterator[None]:
+    """Re-raise a :class:`KplateError` about image ``index`` with that index in its message,
+    when the request carries several images."""
+    try:
+        yield
+    except KplateError as exc:
+        if len(parsed.images) == 1:
+            raise
+        raise type(exc)(f"image {index}: {exc}") from exc
 
 
 def build_response(

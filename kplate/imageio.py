@@ -70,11 +70,7 @@ def decode_image(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(raw), formats=FORMATS)
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageTooLargeError(
-                    f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}"
-                )
+            check_size(*img.size, max_pixels)
             plain = _decode_plain_jpeg(raw, img)
             if plain is not None:
                 return plain
@@ -133,8 +129,7 @@ def to_rgb_array(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     if isinstance(image, (bytes, bytearray, memoryview)):
         return decode_image(image, max_pixels=max_pixels)
     if isinstance(image, Image.Image):
-        w, h = image.size
-        _check_size(w, h, max_pixels, "image")
+        check_size(*image.size, max_pixels)
         if orientation(image) != 1:  # else exif_transpose would copy
             image = ImageOps.exif_transpose(image) or image
         if image.mode in WIDE_MODES:
@@ -150,13 +145,19 @@ def to_rgb_array(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
             arr = np.repeat(arr[:, :, None], 3, axis=2)
         if arr.ndim != 3 or arr.shape[2] not in (3, 4):
             raise InvalidImageError(f"array images must be HxW, HxWx3 or HxWx4, got {arr.shape}")
-        _check_size(arr.shape[1], arr.shape[0], max_pixels, f"array image {arr.shape}")
+        check_size(arr.shape[1], arr.shape[0], max_pixels, f"array image {arr.shape}")
         return np.ascontiguousarray(arr[:, :, :3])
     raise InvalidImageError(f"unsupported image type {type(image).__name__}")
 
 
-def _check_size(width: int, height: int, max_pixels: int, what: str) -> None:
-    """Raise unless a ``width`` x ``height`` image has pixels, and at most ``max_pixels``."""
+def check_size(width: int, height: int, max_pixels: int, what: str = "image") -> None:
+    """Raise unless a ``width`` x ``height`` image (``what``, for the message) has pixels, and
+    at most ``max_pixels``.
+
+    Raises:
+        ImageTooLargeError: more than ``max_pixels`` pixels.
+        InvalidImageError: no pixels.
+    """
     if width * height > max_pixels:
         raise ImageTooLargeError(
             f"{what} is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"

@@ -168,35 +168,34 @@ def test_a_body_within_the_limit_is_forwarded(front: str, torchserve: ThreadingH
     assert response.json() == {"predictions": [[]]}
 
 
+def _refused_unread(
+    front: str, torchserve: ThreadingHTTPServer, headers: list[str], body: Iterator[bytes]
+) -> dict[str, Any]:
+    """POST ``body`` raw; assert a 413 came before a quarter of it was sent and nothing reached
+    TorchServe; return the JSON answer."""
+    before = len(torchserve.posts)  # type: ignore[attr-defined]
+    status, answer, sent = _raw_post(front, headers, body)
+    assert status == 413, answer
+    assert sent < HUGE // 4, f"the client could send {sent} bytes before the answer"
+    assert len(torchserve.posts) == before  # type: ignore[attr-defined]
+    return answer
+
+
 def test_a_declared_length_over_the_limit_is_refused_unread(
     front: str, torchserve: ThreadingHTTPServer
 ) -> None:
-    before = len(torchserve.posts)  # type: ignore[attr-defined]
-    status, body, sent = _raw_post(
-        front,
-        ["Content-Type: application/json", f"Content-Length: {HUGE}"],
-        _zeros(HUGE),
-    )
-    assert status == 413, body
+    headers = ["Content-Type: application/json", f"Content-Length: {HUGE}"]
+    body = _refused_unread(front, torchserve, headers, _zeros(HUGE))
     assert body["code"] == 413
     assert str(HUGE) in body["error"] and str(LIMIT) in body["error"]
-    assert sent < HUGE // 4, f"the client could send {sent} bytes before the answer"
-    assert len(torchserve.posts) == before  # type: ignore[attr-defined]
 
 
 def test_a_chunked_body_over_the_limit_is_refused_once_past_it(
     front: str, torchserve: ThreadingHTTPServer
 ) -> None:
-    before = len(torchserve.posts)  # type: ignore[attr-defined]
-    status, body, sent = _raw_post(
-        front,
-        ["Content-Type: application/json", "Transfer-Encoding: chunked"],
-        _chunked(HUGE),
-    )
-    assert status == 413, body
+    headers = ["Content-Type: application/json", "Transfer-Encoding: chunked"]
+    body = _refused_unread(front, torchserve, headers, _chunked(HUGE))
     assert str(LIMIT) in body["error"] and "chunked" in body["error"]
-    assert sent < HUGE // 4, f"the client could send {sent} bytes before the answer"
-    assert len(torchserve.posts) == before  # type: ignore[attr-defined]
 
 
 def test_a_chunked_body_within_the_limit_is_forwarded(
