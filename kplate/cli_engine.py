@@ -60,7 +60,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, dev: argparse.Argume
         type=Path,
         default=None,
         help="continue the run of this last.ckpt as if never stopped, with its settings "
-        "(other --steps, --seed, --lr ... are refused; --val-every, --threads and --workers "
+        "and engine config (other --steps, --seed, --lr, --config ... are refused; --val-every, --threads and --workers "
         "may change, --ema may add decays)",
     )
     p.add_argument(
@@ -71,7 +71,10 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, dev: argparse.Argume
     )
     p.add_argument("--init", type=Path, default=None, help="start from these weights (a model.pt)")
     p.add_argument(
-        "--config", type=Path, default=None, help="engine config YAML (default: shipped)"
+        "--config",
+        type=Path,
+        default=None,
+        help="engine config YAML (default: shipped; a resumed run: its checkpoint's)",
     )
     p.add_argument("--steps", type=int, default=None, help="optimiser steps")
     p.add_argument("--batch-size", type=int, default=None)

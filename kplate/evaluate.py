@@ -84,20 +84,18 @@ class Report:
             # a false plate has no labelled layout or colour: precision exists only overall
             return {
                 "plates": t.n,
-                "precision": round(t.tp / max(1, t.tp + t.fp), 4) if overall else None,
-                "recall": round(t.tp / max(1, t.tp + t.fn), 4),
-                "e2e_exact": round(t.exact / max(1, t.n), 4),
-                "detector_precision": (
-                    round(t.det_tp / max(1, t.det_tp + t.det_fp), 4) if overall else None
-                ),
-                "detector_recall": round(t.det_tp / max(1, t.n), 4),
+                "precision": _ratio(t.tp, t.tp + t.fp) if overall else None,
+                "recall": _ratio(t.tp, t.n),
+                "e2e_exact": _ratio(t.exact, t.n),
+                "detector_precision": _ratio(t.det_tp, t.det_tp + t.det_fp) if overall else None,
+                "detector_recall": _ratio(t.det_tp, t.n),
             }
 
         def crop_row(t: _Tally) -> dict[str, Any]:
             return {
                 "crops": t.n,
-                "exact": round(t.exact / max(1, t.n), 4),
-                "char_acc": round(t.chars / max(1, t.n), 4),
+                "exact": _ratio(t.exact, t.n),
+                "char_acc": _ratio(t.chars, t.n),
             }
 
         return {
@@ -119,18 +117,26 @@ class Report:
                 "|---|---:|---:|---:|---:|---:|---:|",
             ]
             for k, r in j["scenes"].items():
-                prec = "-" if r["precision"] is None else f"{r['precision']:.1%}"
-                dprec = "-" if r["detector_precision"] is None else f"{r['detector_precision']:.1%}"
-                lines.append(
-                    f"| {k} | {r['plates']} | {prec} | {r['recall']:.1%} | {r['e2e_exact']:.1%} "
-                    f"| {dprec} | {r['detector_recall']:.1%} |"
-                )
+                cells = [r[c] for c in ("precision", "recall", "e2e_exact")]
+                cells += [r["detector_precision"], r["detector_recall"]]
+                lines.append(f"| {k} | {r['plates']} | {' | '.join(map(_percent, cells))} |")
             lines.append("")
         if j["crops"]:
             lines += ["| crops | n | exact match | char accuracy |", "|---|---:|---:|---:|"]
             for k, r in j["crops"].items():
-                lines.append(f"| {k} | {r['crops']} | {r['exact']:.1%} | {r['char_acc']:.1%} |")
+                shown = f"{_percent(r['exact'])} | {_percent(r['char_acc'])}"
+                lines.append(f"| {k} | {r['crops']} | {shown} |")
         return "\n".join(lines) + "\n"
+
+
+def _ratio(part: float, whole: int) -> float | None:
+    """``part / whole`` to 4 places, or ``None`` where there is nothing to count (no labelled
+    plate for a recall, no returned plate for a precision)."""
+    return round(part / whole, 4) if whole else None
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def _order(groups: dict[str, _Tally]) -> list[str]:

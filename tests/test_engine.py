@@ -426,6 +426,21 @@ def test_evaluate_counts(tmp_path: Path) -> None:
     assert rep["crops"]["color=blue"]["exact"] == 0.0
 
 
+def test_evaluate_says_nothing_of_what_it_could_not_count(tmp_path: Path) -> None:
+    """Scenes without a labelled plate have no recall, and none returned no precision:
+    ``None`` (``-`` in the table), not 0%."""
+    Image.new("RGB", (200, 100)).save(tmp_path / "a.jpg")
+    Image.new("RGB", (200, 100)).save(tmp_path / "b.jpg")
+    rows = [{"file": f, "text": "", "box": None, "kind": "scene"} for f in ("a.jpg", "b.jpg")]
+    (tmp_path / "labels.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    scripted = _Scripted({0: [_plate("12가3456", (10, 10, 60, 30))]}, [])
+    report = evaluate(tmp_path, scripted, progress=False)
+    o = report.to_json()["scenes"]["overall"]
+    assert (o["plates"], o["precision"], o["recall"], o["e2e_exact"]) == (0, 0.0, None, None)
+    assert (o["detector_precision"], o["detector_recall"]) == (0.0, None)
+    assert "| overall | 0 | 0.0% | - | - | 0.0% | - |" in report.to_markdown()
+
+
 def test_evaluate_draws_only_failures(tmp_path: Path) -> None:
     out = tmp_path / "failures"
     out.mkdir()

@@ -7,17 +7,25 @@ import hashlib
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import yaml
 from tools import STOPPED_AT_FIRST_CHECKPOINT
 from torch.utils.data import DataLoader, Dataset
 
+from kplate.config import DEFAULT_CONFIG, load_config
 from kplate.train import engine
-from kplate.train.engine import Batches, ResumeSettingsError, cycle
+from kplate.train.engine import (
+    Batches,
+    ResumeSettingsError,
+    SkippingBatchSampler,
+    cycle,
+    shuffled_loader,
+)
 from kplate.train.tasks import run
 
 SMALL = {"train_count": 16, "val_count": 8, "batch_size": 4, "threads": 1}
@@ -34,7 +42,11 @@ def _keep_threads() -> Iterator[None]:
 
 
 def _stopped_at_first_checkpoint(
-    monkeypatch: pytest.MonkeyPatch, task: str, out: Path, overrides: dict[str, Any]
+    monkeypatch: pytest.MonkeyPatch,
+    task: str,
+    out: Path,
+    overrides: dict[str, Any],
+    config: Path | None = None,
 ) -> None:
     """``run`` stopped, as Ctrl-C would stop it, once its first checkpoint is written."""
     plot = engine.plot_curves
@@ -46,7 +58,7 @@ def _stopped_at_first_checkpoint(
     with monkeypatch.context() as m:
         m.setattr(engine, "plot_curves", stop)
         with pytest.raises(KeyboardInterrupt):
-            run(task, out, overrides, progress=False, workers=1)
+            run(task, out, overrides, progress=False, workers=1, config=config)
 
 
 def _sha(path: Path) -> str:
@@ -117,17 +129,37 @@ def _loader(data: _Counted) -> DataLoader[int]:
                       generator=torch.Generator().manual_seed(7))  # fmt: skip
 
 
-def test_batches_draw_as_cycle_does_and_resume_without_loading_what_was_used() -> None:
-    plain, batches = cycle(_loader(_Counted(10))), Batches(_loader(_Counted(10)))
+@pytest.mark.parametrize(
+    ("make_loader", "loads_used"),
+    [
+        (lambda data: shuffled_loader(data, 3, seed=7), False),  # what training uses
+        (_loader, True),  # any other loader: the used batches are loaded and dropped
+    ],
+)
+def test_batches_draw_as_cycle_does_and_resume_where_they_were(
+    make_loader: Callable[[_Counted], DataLoader[int]], loads_used: bool
+) -> None:
+    # shuffled_loader's batches are those of DataLoader(shuffle=True), drawn alike
+    plain, batches = cycle(_loader(_Counted(10))), Batches(make_loader(_Counted(10)))
     got = [next(batches).tolist() for _ in range(7)]  # 3 batches a pass: two passes and one
     assert got == [next(plain).tolist() for _ in range(7)]
     where = batches.position()
     assert where["used"] == 1
     after = [next(batches).tolist() for _ in range(5)]
     data = _Counted(10)
-    again = Batches(_loader(data), where)  # a new loader, its generator as seeded
+    again = Batches(make_loader(data), where)  # a new loader, its generator as seeded
     assert [next(again).tolist() for _ in range(5)] == after
-    assert data.loaded == 5 * 3  # the used batch was skipped, not loaded
+    assert data.loaded == (6 if loads_used else 5) * 3
+
+
+def test_a_skipping_batch_sampler_skips_its_next_pass_only() -> None:
+    sampler = SkippingBatchSampler(range(7), 2, drop_last=False)
+    sampler.skip = 2
+    assert list(sampler) == [[4, 5], [6]]
+    assert list(sampler) == [[0, 1], [2, 3], [4, 5], [6]]
+    sampler.skip = 9  # more than the pass holds
+    assert list(sampler) == []
+    assert len(sampler) == 4
 
 
 @pytest.mark.slow
@@ -163,19 +195,49 @@ def test_a_resume_takes_the_checkpoints_settings_and_refuses_others(
 
 
 @pytest.mark.slow
+def test_a_resume_keeps_the_engine_config_it_was_trained_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fields = load_config(None).model_dump(mode="json")
+    fields["reader"]["min_text_score"] = 0.3  # not a shape: the shipped config's model is the same
+    custom = tmp_path / "custom.yaml"
+    custom.write_text(yaml.safe_dump(fields), encoding="utf-8")
+    out = tmp_path / "run"
+    _stopped_at_first_checkpoint(
+        monkeypatch, "reader", out, {**SMALL, "steps": 4, "val_every": 2}, config=custom
+    )
+    assert _ckpt(out / "last.ckpt")["engine_config"]["reader"]["min_text_score"] == 0.3
+    before = _sha(out / "last.ckpt")
+    with pytest.raises(ResumeSettingsError, match=r"reader\.min_text_score differ"):
+        run("reader", out, {}, resume=out / "last.ckpt", config=DEFAULT_CONFIG, progress=False)
+    assert _sha(out / "last.ckpt") == before  # refused before writing anything
+    run("reader", out, {}, resume=out / "last.ckpt", config=custom, progress=False, workers=1)
+    assert _ckpt(out / "last.ckpt")["step"] == 4
+    # without --config, the checkpoint's (not the shipped one)
+    again = tmp_path / "again"
+    _stopped_at_first_checkpoint(
+        monkeypatch, "reader", again, {**SMALL, "steps": 4, "val_every": 2}, config=custom
+    )
+    run("reader", again, {}, resume=again / "last.ckpt", progress=False, workers=1)
+    ck = _ckpt(again / "last.ckpt")
+    assert ck["step"] == 4 and ck["engine_config"]["reader"]["min_text_score"] == 0.3
+
+
+@pytest.mark.slow
 def test_a_checkpoint_without_random_states_still_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     out = tmp_path / "run"
     _stopped_at_first_checkpoint(monkeypatch, "reader", out, {**SMALL, "steps": 4, "val_every": 2})
     ck = _ckpt(out / "last.ckpt")
-    for key in ("rng", "data", "running"):  # as written before they were saved
+    for key in ("rng", "data", "running", "engine_config"):  # as written before they were saved
         del ck[key]
     del ck["args"]["optimizer"], ck["args"]["ema"]
     torch.save(ck, out / "last.ckpt")
     with caplog.at_level(logging.WARNING):
         run("reader", out, {}, resume=out / "last.ckpt", progress=False, workers=1)
     assert "written without its random states" in caplog.text
+    assert "written without its engine config: resuming with the shipped one" in caplog.text
     assert _ckpt(out / "last.ckpt")["step"] == 4
 
 

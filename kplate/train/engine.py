@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 from tqdm import tqdm
 
 from kplate.train.optim import OPTIMIZERS
@@ -234,12 +235,46 @@ def cycle(loader: DataLoader) -> Iterator[Any]:
         yield from loader
 
 
+class SkippingBatchSampler(BatchSampler):
+    """A :class:`~torch.utils.data.BatchSampler` whose next pass can leave out its first
+    :attr:`skip` batches: their indices are drawn, so the pass is shuffled as it would have
+    been, but never handed to the loader, so none of their samples is loaded."""
+
+    skip = 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = super().__iter__()
+        skip, self.skip = self.skip, 0
+        for _ in itertools.islice(batches, skip):
+            pass
+        yield from batches
+
+
+def shuffled_loader(
+    data: Dataset[Any], batch_size: int, seed: int, collate_fn: Callable[..., Any] | None = None
+) -> DataLoader[Any]:
+    """A loader of ``data`` shuffled anew each pass from a generator seeded with ``seed``, in
+    batches of ``batch_size`` (the last partial one dropped): the batches of ``DataLoader(data,
+    batch_size, shuffle=True, drop_last=True, generator=...)``, drawn alike, with a
+    :class:`SkippingBatchSampler` so that :class:`Batches` can resume a pass without loading
+    what it used."""
+    generator = torch.Generator().manual_seed(seed)
+    sampler = RandomSampler(data, generator=generator)  # type: ignore[arg-type]  # has a len
+    return DataLoader(
+        data,
+        batch_sampler=SkippingBatchSampler(sampler, batch_size, drop_last=True),
+        collate_fn=collate_fn,
+        generator=generator,
+    )
+
+
 class Batches(Iterator[Any]):
     """A loader's batches, pass after pass with a new shuffle each (as :func:`cycle`), that
     knows where it is: the state of the loader's generator when the pass began and how many of
     the pass's batches were used. Given that :meth:`position`, a resumed run carries on with the
     batch after the last one used: the pass is shuffled again from the same state and the used
-    batches are skipped (their indices drawn, no sample loaded).
+    batches are skipped; with a :func:`shuffled_loader` their samples are not loaded (with
+    another loader they are loaded and dropped).
 
     It draws from the loader's generator exactly as :func:`cycle` does.
     """
@@ -269,8 +304,7 @@ class Batches(Iterator[Any]):
             except StopIteration:
                 if fresh:
                     raise ValueError(
-                        f"the loader gives no batch (fewer samples than --batch-size "
-                        f"{self.loader.batch_size}?)"
+                        "the loader gives no batch (fewer samples than --batch-size?)"
                     ) from None
                 self._it, self._start, self._used = None, None, 0
                 continue
@@ -284,13 +318,12 @@ class Batches(Iterator[Any]):
             return iter(self.loader)
         assert gen is not None
         gen.set_state(self._start)  # the pass a checkpoint was written in
+        if isinstance(self.loader.batch_sampler, SkippingBatchSampler):
+            self.loader.batch_sampler.skip = self._used
+            return iter(self.loader)
         it = iter(self.loader)
-        skip = getattr(it, "_next_index", None) if self.loader.num_workers == 0 else None
-        for _ in range(self._used):
-            try:
-                skip() if skip is not None else next(it)  # indices only, or load and drop
-            except StopIteration:
-                break
+        for _ in itertools.islice(it, self._used):  # loaded and dropped
+            pass
         return it
 
 
@@ -334,11 +367,12 @@ def save_checkpoint(
     history: list[dict[str, float]],
     averages: Sequence[WeightAverage] = (),
     where: Mapping[str, Any] | None = None,
+    engine_config: Mapping[str, Any] | None = None,
 ) -> None:
     """One dict: model, optimizer, scheduler, args, step, the metric history, the weight
-    averages (by decay), and ``where`` the run is, to resume it as if never stopped: the random
+    averages (by decay), ``where`` the run is, to resume it as if never stopped: the random
     generators' states (``rng``), the position in the shuffled data (``data``) and the running
-    loss (``running``)."""
+    loss (``running``), and the model's ``engine_config`` (when given), which a resume keeps."""
     tmp = path.with_suffix(".tmp")
     torch.save(
         {
@@ -350,6 +384,7 @@ def save_checkpoint(
             "history": history,
             "ema": {str(a.decay): a.state for a in averages},
             **(where or {}),
+            **({} if engine_config is None else {"engine_config": dict(engine_config)}),
         },
         tmp,
     )
@@ -406,12 +441,14 @@ def train(
     resume: Path | None = None,
     progress: bool = True,
     force: bool = False,
+    engine_config: Mapping[str, Any] | None = None,
 ) -> list[dict[str, float]]:
     """Run ``args.steps`` optimiser steps; validate every ``args.val_every``; checkpoint each time.
 
     Writes ``last.ckpt``, ``model.pt`` (the state_dict of the last step), ``history.json`` and
     ``curves.png`` into ``args.out``. A run resumed from a checkpoint of this code carries on
     as if never stopped (the same weights, bit for bit, with the same threads).
+    ``engine_config``, the model's config as a dict, is kept in the checkpoint.
 
     Raises:
         RunFolderError: ``args.out`` holds another run's outputs and ``force`` is not given
@@ -482,8 +519,9 @@ def train(
             log.info("step %d (%.0f s): %s", step, time.time() - t0, json.dumps(metrics))
             where = {"rng": random_states(), "data": batches.position(), "running": running}
             save_checkpoint(
-                out / "last.ckpt", model, opt, sched, args, step, history, averages, where
-            )
+                out / "last.ckpt", model, opt, sched, args, step, history, averages, where,
+                engine_config,
+            )  # fmt: skip
             torch.save(model.state_dict(), out / "model.pt")
             for a in averages:
                 torch.save(a.state, out / a.filename)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,12 @@ from kplate.plates import COLORS, LAYOUTS
 from kplate.train.data import CropDataset, SceneDataset, collate_scenes, to_float
 from kplate.train.engine import (
     LossFn,
+    ResumeSettingsError,
     TrainArgs,
     check_run_folder,
     load_checkpoint,
     resumed_args,
+    shuffled_loader,
     train,
 )
 
@@ -232,17 +234,41 @@ def training_setup(
         model, collate, loss_fn = PlateDetector(cfg.detector), collate_scenes, detector_loss
     else:
         model, collate, loss_fn = PlateReader(cfg.reader), None, reader_loss
-    loader = DataLoader(
-        data,
-        batch_size,
-        shuffle=True,
-        drop_last=True,
-        collate_fn=collate,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    loader = shuffled_loader(data, batch_size, seed, collate)
     if init is not None:
         load_weights(model, init)
     return model.to(memory_format=torch.channels_last), loader, loss_fn
+
+
+def resumed_config(saved: Mapping[str, Any] | None, given: Path | None, ckpt: Path) -> EngineConfig:
+    """The engine config of a run resumed from ``ckpt``, whose checkpoint saved ``saved`` (the
+    config's fields): that one, or the file ``given`` when it holds the same values.
+    A checkpoint written before configs were saved takes ``given`` (default: shipped).
+
+    Raises:
+        ResumeSettingsError: ``given`` differs from the checkpoint's config, naming the fields.
+        ConfigError: ``given`` cannot be loaded.
+    """
+    if saved is None:
+        log.warning("%s was written without its engine config: resuming with %s", ckpt,
+                    given or "the shipped one")  # fmt: skip
+        return load_config(given)
+    kept = EngineConfig.model_validate(saved)
+    if given is None:
+        return kept
+    differ = [
+        f"{part}.{name}"
+        for part, fields in load_config(given).model_dump().items()
+        for name, value in fields.items()
+        if value != saved.get(part, {}).get(name)
+    ]
+    if differ:
+        raise ResumeSettingsError(
+            f"{ckpt} was trained with another engine config than {given}: "
+            f"{', '.join(differ)} differ. Leave out --config (a resumed run takes the "
+            "checkpoint's), or start a new run"
+        )
+    return kept
 
 
 def run(
@@ -266,7 +292,8 @@ def run(
 
     Raises:
         RunFolderError: ``out`` holds another run's outputs and ``force`` is not given.
-        ResumeSettingsError: a setting given differs from ``resume``'s.
+        ResumeSettingsError: a setting given, or the engine config ``config``, differs from
+            ``resume``'s.
     """
     if task not in DEFAULTS:
         raise ValueError(f"task must be one of {', '.join(DEFAULTS)}, got {task!r}")
@@ -276,13 +303,16 @@ def run(
         raise FileNotFoundError(f"no checkpoint to resume: {resume}")
     # refused before any data is rendered
     check_run_folder(out, resume, force)
-    cfg = load_config(config)
     if resume is None:
+        cfg = load_config(config)
         opts = {**DEFAULTS[task], **{k: v for k, v in overrides.items() if v is not None}}
         args = TrainArgs(task=task, out=str(out), **opts)
     else:
-        saved = load_checkpoint(resume).get("args", {})
-        args = resumed_args(saved, {**overrides, "task": task, "out": str(out)}, resume)
+        ck = load_checkpoint(resume)
+        args = resumed_args(
+            ck.get("args", {}), {**overrides, "task": task, "out": str(out)}, resume
+        )
+        cfg = resumed_config(ck.get("engine_config"), config, resume)
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -299,6 +329,16 @@ def run(
     else:
         validate = partial(reader_metrics, data=val_set, cfg=cfg)
     log.info("%s data ready in %.0f s", task, time.time() - t0)
-    train(args, model, loader, loss_fn, validate, resume=resume, progress=progress, force=force)
+    train(
+        args,
+        model,
+        loader,
+        loss_fn,
+        validate,
+        resume=resume,
+        progress=progress,
+        force=force,
+        engine_config=cfg.model_dump(),
+    )
     log.info("%s trained in %.1f min", task, (time.time() - t0) / 60)
     return out / "model.pt"
