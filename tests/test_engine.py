@@ -441,6 +441,24 @@ def test_evaluate_says_nothing_of_what_it_could_not_count(tmp_path: Path) -> Non
     assert "| overall | 0 | 0.0% | - | - | 0.0% | - |" in report.to_markdown()
 
 
+def test_evaluate_lets_the_best_scored_plate_claim_a_label(tmp_path: Path) -> None:
+    Image.new("RGB", (200, 100)).save(tmp_path / "a.jpg")
+    row = {"file": "a.jpg", "text": "12가3456", "box": [10, 10, 60, 30], "kind": "scene"}
+    (tmp_path / "labels.jsonl").write_text(json.dumps(row, ensure_ascii=False))
+    worse = _plate("12가3457", (11, 10, 61, 30), 0.5)  # listed first, scored lower
+    scripted = _Scripted({0: [worse, _plate("12가3456", (10, 10, 60, 30), 0.9)]}, [])
+    o = evaluate(tmp_path, scripted, progress=False).to_json()["scenes"]["overall"]
+    assert (o["e2e_exact"], o["recall"], o["precision"]) == (1.0, 1.0, 0.5)
+
+
+def test_evaluate_normalises_crop_labels(tmp_path: Path) -> None:
+    Image.new("RGB", (80, 20)).save(tmp_path / "c.jpg")
+    row = {"file": "c.jpg", "text": "34나 5678", "box": None, "kind": "crop"}
+    (tmp_path / "labels.jsonl").write_text(json.dumps(row, ensure_ascii=False))
+    report = evaluate(tmp_path, _Scripted({}, ["34나5678"]), progress=False).to_json()
+    assert report["crops"]["overall"]["exact"] == 1.0
+
+
 def test_evaluate_draws_only_failures(tmp_path: Path) -> None:
     out = tmp_path / "failures"
     out.mkdir()
@@ -561,6 +579,14 @@ def test_reader_training_crops_include_loose_ones() -> None:
     loose = [render_crop(0, i, (160, 64), loose=True).image for i in (3, 7)]
     assert np.array_equal(data.images[[3, 7]], np.stack(loose))
     assert np.array_equal(data.images[0], render_crop(0, 0, (160, 64)).image)
+
+
+def test_to_dict_keeps_the_detection_and_reading_scores_apart_and_tenths_of_pixels() -> None:
+    det = Detection(((0.0, 40.0), (50.0, 40.0), (50.0, 70.3), (0.0, 70.3)), 0.9, "one-line",
+                    "white")  # fmt: skip
+    d = Plate.from_parts(det, Reading("12가3456", 0.8)).to_dict()
+    assert (d["score"], d["text_score"]) == (0.9, 0.8)
+    assert (d["width"], d["height"]) == (50.0, 30.3)
 
 
 def test_a_plate_cut_by_the_frame_keeps_its_corners_and_its_box_is_in_the_image() -> None:

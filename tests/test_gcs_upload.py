@@ -212,6 +212,12 @@ def test_model_versions_and_suggested_prefix() -> None:
     assert up.suggest_prefix("models", []) == "models/v1"
 
 
+def test_folder_placeholders_are_not_strays() -> None:
+    """Zero-byte "kplate/v1/" objects, as the console's "Create folder" makes them."""
+    listing = {"kplate/v1/": up.RemoteObject("kplate/v1/", 0, None, None)}
+    assert up.check_listing([], listing) == ([], [])
+
+
 def test_is_unchanged_prefers_crc32c_then_md5(store: Path) -> None:
     art = up.plan(store, "p")[-1]
     same = up.RemoteObject(art.object_name, art.size, art.crc32c, "wrong-md5")

@@ -167,6 +167,15 @@ def test_v2_nested_data_matches_shape() -> None:
             "shape must be a list of non-negative integers",
         ),
         (
+            {
+                "body": {
+                    "inputs": [{"name": "t", "shape": [True], "datatype": "BYTES", "data": ["a"]}]
+                }
+            },
+            None,
+            "shape must be a list of non-negative integers",
+        ),
+        (
             {"body": {"inputs": [{"name": "t", "shape": "1", "datatype": "BYTES", "data": ["a"]}]}},
             None,
             "shape must be",
@@ -222,6 +231,13 @@ def test_decode_images_names_the_bad_one() -> None:
     parsed = ParsedRequest(BodyKind.V1, (IMG, IMG[: len(IMG) // 3]))
     with pytest.raises(InvalidImageError, match="image 1"):
         decode_images(parsed, max_pixels=10**7, max_image_bytes=10**7)
+
+
+def test_decode_images_does_not_number_a_single_image() -> None:
+    parsed = ParsedRequest(BodyKind.RAW, (b"not an image",), single=True)
+    with pytest.raises(InvalidImageError) as info:
+        decode_images(parsed, max_pixels=10**7, max_image_bytes=10**7)
+    assert not str(info.value).startswith("image")
 
 
 def test_decode_images_pixel_limit() -> None:

@@ -236,6 +236,27 @@ def test_an_unexpected_error_while_reading_fails_its_request_alone(
 
 
 @requires_engine
+def test_an_engine_failure_on_the_batch_fails_only_the_request_that_caused_it(
+    handler: KplateHandler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poison = jpeg_bytes(seed=11, width=97, height=61)
+    real = handler.recognizer.recognize
+
+    def recognize(images: Any) -> Any:
+        if any(image.shape[:2] == (61, 97) for image in images):  # decoded arrays
+            raise RuntimeError("the engine fell over")
+        return real(images)
+
+    monkeypatch.setattr(handler.recognizer, "recognize", recognize)
+    good = ({"body": {"instances": [{"data": b64(IMG)}]}}, JSON)
+    results = run(handler, [good, ({"body": poison}, "image/jpeg"), good])
+    assert [status for status, _ in results] == [200, 500, 200], results
+    assert "the engine fell over" in results[1][1]["error"]
+    monkeypatch.undo()
+    assert results[0][1] == results[2][1] == run(handler, [good])[0][1]
+
+
+@requires_engine
 def test_request_pixel_budget_fails_alone(handler: KplateHandler) -> None:
     """Sixteen 2000x2000 PNGs (4 MP each, 64 MP in all) are under every per-image limit but
     over the request's 48 MP budget: 413 before decoding, while the neighbours succeed."""

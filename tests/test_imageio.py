@@ -15,6 +15,7 @@ from kplate.imageio import (
     EXIF_ORIENTATION,
     JPEG_EOI,
     _decode_plain_jpeg,
+    check_size,
     decode_image,
     orientation,
     to_8bit,
@@ -88,10 +89,19 @@ def test_a_jpegs_exif_orientation_is_applied() -> None:
     np.testing.assert_array_equal(got, np.rot90(_pillow(data), -1))
 
 
-def _png(image: Image.Image) -> bytes:
+def _png(image: Image.Image, **options: object) -> bytes:
     buf = io.BytesIO()
-    image.save(buf, "PNG")
+    image.save(buf, "PNG", **options)
     return buf.getvalue()
+
+
+def test_exif_orientation_8_turns_the_image_counter_clockwise() -> None:
+    image = Image.new("RGB", (4, 2))
+    image.putpixel((0, 0), (255, 0, 0))
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 8
+    got = decode_image(_png(image, exif=exif))
+    assert got.shape == (4, 2, 3) and tuple(got[3, 0]) == (255, 0, 0)
 
 
 def test_a_malformed_exif_block_is_ignored_not_fatal() -> None:
@@ -118,6 +128,26 @@ def test_16_bit_grey_images_are_scaled_not_clipped(fmt: str) -> None:
     out = decode_image(buf.getvalue())
     assert out.shape == (2, 2, 3)
     assert out[:, :, 0].tolist() == [[0, 100], [117, 255]]
+
+
+def test_16_bit_values_map_to_8_bits_by_257() -> None:
+    assert to_8bit(np.array([0, 257, 51400, 65535], np.uint16)).tolist() == [0, 1, 200, 255]
+
+
+def test_rgba_arrays_lose_their_alpha_not_a_colour() -> None:
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., :3], rgba[..., 3] = (1, 2, 3), 255
+    out = to_rgb_array(rgba)
+    assert out.shape == (2, 2, 3) and tuple(out[0, 0]) == (1, 2, 3)
+
+
+def test_the_size_limits_are_inclusive() -> None:
+    check_size(100, 100, 10_000)
+    assert to_rgb_array(Image.new("RGB", (100, 100)), max_pixels=10_000).shape == (100, 100, 3)
+    data = _png(Image.new("RGB", (4, 4)))
+    assert decode_image(data, max_bytes=len(data)).shape == (4, 4, 3)
+    with pytest.raises(ImageTooLargeError):
+        decode_image(data, max_bytes=len(data) - 1)
 
 
 def test_to_8bit_keeps_8_bit_values_and_stretches_wider_ones() -> None:

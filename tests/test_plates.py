@@ -58,12 +58,17 @@ def test_is_valid(text: str, valid: bool) -> None:
         ("01", "passenger"),
         ("69", "passenger"),
         ("70", "van"),
+        ("79", "van"),
         ("80", "truck"),
+        ("97", "truck"),
         ("98", "special"),
         ("100", "passenger"),
+        ("699", "passenger"),
         ("700", "van"),
+        ("799", "van"),
         ("979", "truck"),
         ("980", "special"),
+        ("997", "special"),
         ("998", "emergency"),
         ("1", "unknown"),
         ("ab", "unknown"),
@@ -81,6 +86,9 @@ def test_vehicle_type(tn: str, kind: str) -> None:
     [
         ("가", "private"),
         ("아", "commercial"),
+        ("바", "commercial"),
+        ("사", "commercial"),
+        ("자", "commercial"),
         ("배", "delivery"),
         ("허", "rental"),
         ("육", "military"),
@@ -89,6 +97,18 @@ def test_vehicle_type(tn: str, kind: str) -> None:
 )
 def test_use_of(ch: str, use: str) -> None:
     assert plates.use_of(ch) == use
+
+
+def test_every_region_is_a_valid_plates_region() -> None:
+    assert len(set(plates.REGIONS)) == 17
+    for region in plates.REGIONS:
+        assert plates.is_valid(f"{region}12가3456"), region
+
+
+def test_hyphens_dots_and_spaces_between_parts_are_separators() -> None:
+    for written in ("12가-3456", "12가 3456", "12가·3456", "12가.3456"):
+        parsed = plates.parse(written)
+        assert parsed is not None and parsed.text == "12가3456", written
 
 
 def test_label_names_normalise() -> None:

@@ -129,6 +129,7 @@ def test_rescale_maps_back_to_the_original() -> None:
     (plate,) = cli.rescale([ONE_LINE], 2.0)
     assert plate["box"] == [20.0, 40.0, 220.0, 90.0]
     assert plate["corners"][1] == [220.0, 40.0]
+    assert (plate["width"], plate["height"]) == (200.0, 50.0)
     assert cli.rescale([ONE_LINE], 1.0)[0] is ONE_LINE
 
 

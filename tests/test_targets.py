@@ -107,6 +107,23 @@ def test_a_reading_with_an_unknown_region_is_repaired_to_a_known_one() -> None:
     assert targets.decode_reading(probs, ALPHABET, None)[0] == "세울31머2321"
 
 
+def test_a_reading_at_exactly_the_floor_is_repaired() -> None:
+    probs = _slot_probs([{c: 0.95} for c in "12가3456"] + [{"6": 0.6}])  # a stray ninth digit
+    repaired = _repair(probs)
+    assert repaired is not None and repaired[0] == "12가3456"
+    assert targets.decode_reading(probs, ALPHABET, repaired[1]) == repaired
+
+
+def test_a_three_digit_type_number_is_repaired() -> None:
+    probs = _slot_probs([{c: 0.95} for c in "123가4567"] + [{"8": 0.6}])
+    assert targets.decode_reading(probs, ALPHABET, 0.3)[0] == "123가4567"
+
+
+def test_a_region_and_a_three_digit_type_fill_all_ten_slots() -> None:
+    rows = [{"세": 0.5, "서": 0.45}, {"울": 0.9}] + [{c: 0.9} for c in "123가4567"]
+    assert targets.decode_reading(_slot_probs(rows), ALPHABET, 0.2)[0] == "서울123가4567"
+
+
 def test_plate_decode_reads_regions_as_whole_names() -> None:
     # slot by slot the best is "서주" (not a region); the best region pair is "서울"
     rows = [{"서": 0.9, "제": 0.1}, {"주": 0.5, "울": 0.45}] + [{c: 0.9} for c in "12가3456"]
@@ -162,6 +179,26 @@ def test_decode_suppresses_overlaps_and_low_scores() -> None:
         out[1:9, cy, cx] = np.array([-3, -1, 3, -1, 3, 1, -3, 1]) + np.array([3 - cx, 0] * 4)
     dets = targets.decode_detections(out, STRIDE, 0.35, 0.4, 10)
     assert len(dets) == 1 and dets[0][1] == pytest.approx(1 / (1 + np.exp(-3.0)))
+
+
+def test_decode_returns_at_most_max_plates() -> None:
+    out = np.full((N_OUT, 8, 8), -10.0, np.float32)
+    for cy, cx in ((1, 1), (6, 6)):  # two peaks far apart
+        out[0, cy, cx] = 3.0
+        out[1:9, cy, cx] = [-0.4, -0.2, 0.4, -0.2, 0.4, 0.2, -0.4, 0.2]
+    assert len(targets.decode_detections(out, STRIDE, 0.5, 0.4, 10)) == 2
+    assert len(targets.decode_detections(out, STRIDE, 0.5, 0.4, 1)) == 1
+
+
+def test_a_plate_centred_past_the_map_gets_no_target() -> None:
+    q = np.array([[28, 4], [38, 4], [38, 8], [28, 8]], np.float32)  # centre x 33: cell 8 of 8
+    assert len(targets.encode_detections([q], ["one-line"], ["white"], (8, 8), 4)["index"]) == 0
+
+
+def test_match_pairs_each_truth_once_at_or_over_the_threshold() -> None:
+    a, b = np.array([0, 0, 10, 10]), np.array([5, 0, 15, 10])
+    assert targets.match([a, a], [a], 0.5) == [0, -1]  # the second prediction finds it taken
+    assert targets.match([a], [b], targets.quad_iou_boxes(a, b)) == [0]
 
 
 def test_order_quad_clockwise_from_top_left() -> None:
