@@ -230,7 +230,13 @@ KEY ?=
 KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(VENV)/bin/kubectl)
 GCS_KEY_SECRET := kplate-gcs-key
 
-.PHONY: upload deploy undeploy port-forward request image image-push gcs-secret
+.PHONY: upload gcs-emulator deploy undeploy port-forward request image image-push gcs-secret kube-context
+
+# kubectl without a current context falls back to localhost:8080, where `make serve` may be
+# answering, and its errors then speak of openapi downloads or memcache: say what is missing.
+kube-context:
+	@command -v $(KUBECTL) >/dev/null || { echo "error: kubectl not found: install it or run make install" >&2; exit 1; }
+	@$(KUBECTL) config current-context >/dev/null 2>&1 || { echo "error: kubectl has no current context, so no cluster to talk to: point KUBECONFIG at one (GKE: gcloud container clusters get-credentials CLUSTER --location LOCATION)" >&2; exit 1; }
 
 # Depends on the .mar itself: an archive older than the handler, the engine source, its
 # configs or the weights (MAR_SOURCES) is rebuilt before anything is uploaded. The upload
@@ -243,7 +249,15 @@ upload: $(STAMP) $(MAR) ## build the .mar if stale, then upload gs/config + gs/m
 	$(call require,PREFIX,pass PREFIX=kplate/v1 or set prefix= in $(K8S_PARAMS))
 	$(PY) gs/upload.py --bucket $(BUCKET) --prefix $(PREFIX)$(if $(strip $(OVERWRITE)), --overwrite) --record $(LAST_UPLOAD)
 
-deploy: ## kubectl apply -k k8s/overlays/$(OVERLAY) (OVERLAY=gpu|cpu)
+# Try make upload without a cloud project: an emulator on loopback with the bucket, then in
+# another shell the command it prints (LAST_UPLOAD elsewhere, so make deploy never takes an
+# emulator upload for a real one).
+EMULATOR_PORT ?= 4443
+gcs-emulator: $(STAMP) ## a local GCS emulator with BUCKET on EMULATOR_PORT (4443), to try make upload (Ctrl-C stops it)
+	$(call require,BUCKET,pass BUCKET=my-bucket or set bucket= in $(K8S_PARAMS))
+	$(PY) gs/emulator.py --bucket $(BUCKET) --port $(EMULATOR_PORT)
+
+deploy: kube-context ## kubectl apply -k k8s/overlays/$(OVERLAY) (OVERLAY=gpu|cpu)
 	$(call require,NAMESPACE,set namespace= in $(K8S_PARAMS))
 	$(if $(wildcard k8s/overlays/$(OVERLAY)/kustomization.yaml),,$(error unknown OVERLAY=$(OVERLAY): use gpu or cpu))
 	@if [ "$(BUCKET)/$(PREFIX)" != "$(call k8s_param,bucket)/$(call k8s_param,prefix)" ]; then \
@@ -252,16 +266,17 @@ deploy: ## kubectl apply -k k8s/overlays/$(OVERLAY) (OVERLAY=gpu|cpu)
 	if [ -z "$$last" ]; then echo "note: no make upload recorded in $(LAST_UPLOAD): deploying $$want, as $(K8S_PARAMS) names it"; \
 	elif [ "$$last" != "$$want" ]; then \
 	  b=$${last#gs://}; b=$${b%%/*}; echo "error: the last make upload wrote $$last but the manifests read $$want: to serve that upload set bucket=$$b and prefix=$${last#gs://*/} in $(K8S_PARAMS); to deploy $$want anyway (a rollback), delete $(LAST_UPLOAD) first" >&2; exit 1; fi
-	@command -v $(KUBECTL) >/dev/null || { echo "error: kubectl not found: install it or run make install" >&2; exit 1; }
 	$(KUBECTL) apply -k k8s/overlays/$(OVERLAY)
 	@echo "next: $(KUBECTL) get inferenceservice $(ISVC) -n $(NAMESPACE) -w   (READY=True once the model is loaded)"
 
-undeploy: ## kubectl delete -k k8s/overlays/$(OVERLAY) (the InferenceService, its ServiceAccount and namespace)
+undeploy: kube-context ## kubectl delete -k k8s/overlays/$(OVERLAY) (the InferenceService, its ServiceAccount and namespace)
 	$(KUBECTL) delete -k k8s/overlays/$(OVERLAY) --ignore-not-found
 
-port-forward: ## forward localhost:LOCAL_PORT (8080) to the predictor pod's 8080 (KServe front)
+port-forward: kube-context ## forward localhost:LOCAL_PORT (8080) to the predictor pod's 8080 (KServe front)
 	$(call require,NAMESPACE,set namespace= in $(K8S_PARAMS))
 	$(call require,ISVC,set name= in $(K8S_PARAMS))
+	@python3 -c "import socket as s; p = s.socket(); p.setsockopt(s.SOL_SOCKET, s.SO_REUSEADDR, 1); p.bind(('127.0.0.1', $(LOCAL_PORT)))" 2>/dev/null || { \
+	  echo "error: localhost:$(LOCAL_PORT) is in use (make serve? run make stop first, or pass LOCAL_PORT=18080 here and to make request)" >&2; exit 1; }
 	@pod=$$($(KUBECTL) get pod -n $(NAMESPACE) -l serving.kserve.io/inferenceservice=$(ISVC),component=predictor \
 	  --field-selector=status.phase=Running -o jsonpath='{.items[0].metadata.name}'); \
 	if [ -z "$$pod" ]; then echo "error: no running predictor pod of $(ISVC) in namespace $(NAMESPACE): check $(KUBECTL) get inferenceservice,pods -n $(NAMESPACE)" >&2; exit 1; fi; \
@@ -282,7 +297,7 @@ image-push: ## docker push IMAGE (the registry the cluster pulls from)
 	$(call require,IMAGE,pass IMAGE=registry/kplate-serving:tag or set image= in $(K8S_PARAMS))
 	docker push $(IMAGE)
 
-gcs-secret: ## store a GCS key for KServe (KEY=/path/key.json; not needed with Workload Identity)
+gcs-secret: kube-context ## store a GCS key for KServe (KEY=/path/key.json; not needed with Workload Identity)
 	$(call require,KEY,pass KEY=/path/to/service-account-key.json (kept outside the repository))
 	@test -f "$(KEY)" || { echo "error: KEY=$(KEY) does not exist" >&2; exit 1; }
 	$(KUBECTL) create namespace $(NAMESPACE) --dry-run=client -o yaml | $(KUBECTL) apply -f -

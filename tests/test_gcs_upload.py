@@ -8,6 +8,8 @@ TorchServe is started with.
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -505,3 +507,48 @@ def test_cli_usage_errors(store: Path) -> None:
     helped = _cli(["--help"], {})
     assert helped.returncode == 0
     assert "STORAGE_EMULATOR_HOST" in helped.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.mark.integration
+def test_the_local_emulator_takes_an_upload_and_stops_on_ctrl_c(
+    store: Path, tmp_path: Path
+) -> None:
+    """`make gcs-emulator`'s script: the bucket exists, the upload command it prints works,
+    Ctrl-C stops it cleanly; a port in use is refused at once."""
+    port = _free_port()
+    emulator = subprocess.Popen(
+        [sys.executable, str(ROOT / "gs" / "emulator.py"), "--bucket", "kplate-test", "--port", str(port)],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert emulator.stderr is not None
+        first = emulator.stderr.readline()
+        url = f"http://127.0.0.1:{port}"
+        assert f"GCS emulator at {url} with bucket gs://kplate-test" in first
+        assert (
+            f"STORAGE_EMULATOR_HOST={url} make upload BUCKET=kplate-test"
+            in emulator.stderr.readline()
+        )
+        env = {**os.environ, EMULATOR_ENV: url, "CLOUDSDK_CONFIG": str(tmp_path / "gcloud")}
+        env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+        upload = _cli(["--bucket", "kplate-test", "--prefix", "p", "--store", str(store)], env)
+        assert upload.returncode == 0, upload.stderr
+        assert "verified 2 objects under gs://kplate-test/p/" in upload.stdout + upload.stderr
+        taken = subprocess.run(
+            [sys.executable, str(ROOT / "gs" / "emulator.py"), "--bucket", "kplate-test", "--port",
+             str(port)], capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert taken.returncode == 1 and f"127.0.0.1:{port} is not free" in taken.stderr
+    finally:
+        emulator.send_signal(signal.SIGINT)
+        assert emulator.wait(timeout=30) == 0
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # its closed connections linger
+        s.bind(("127.0.0.1", port))  # given back

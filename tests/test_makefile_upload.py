@@ -6,6 +6,7 @@ uploaded.
 """
 
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -100,3 +101,45 @@ def test_deploy_without_a_recorded_upload_says_what_it_serves(tmp_path: Path) ->
     result = _deploy(tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"gs://{p['bucket']}/{p['prefix']}" in result.stdout + result.stderr
+
+
+def _kubectl_without_context(tmp_path: Path) -> Path:
+    """A kubectl as it is with no kubeconfig: every call fails, each is logged."""
+    tool = tmp_path / "kubectl"
+    tool.write_text(
+        f'#!/bin/sh\necho "$@" >> {tmp_path / "calls"}\n'
+        'echo "error: current-context is not set" >&2\nexit 1\n'
+    )
+    tool.chmod(0o755)
+    return tool
+
+
+def test_cluster_targets_without_a_kube_context_say_so_and_call_nothing_else(
+    tmp_path: Path,
+) -> None:
+    kubectl = _kubectl_without_context(tmp_path)
+    for target in ("deploy", "undeploy", "port-forward", "gcs-secret"):
+        result = subprocess.run(
+            [make_tool(), "--no-print-directory", target, f"KUBECTL={kubectl}",
+             f"KEY={kubectl}", f"LAST_UPLOAD={tmp_path / 'last-upload'}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode != 0, target
+        assert "kubectl has no current context" in result.stderr, (target, result.stderr)
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert set(calls) == {"config current-context"}  # no apply, delete, get or create
+
+
+def test_port_forward_refuses_a_local_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = subprocess.run(
+            [make_tool(), "--no-print-directory", "port-forward", "KUBECTL=true",
+             f"LOCAL_PORT={port}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode != 0
+    assert f"localhost:{port} is in use" in result.stderr and "LOCAL_PORT=" in result.stderr
+    assert "forwarding" not in result.stdout

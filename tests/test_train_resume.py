@@ -18,7 +18,9 @@ from tools import STOPPED_AT_FIRST_CHECKPOINT
 from torch.utils.data import DataLoader, Dataset
 
 from kplate.config import DEFAULT_CONFIG, load_config
-from kplate.train import engine
+from kplate.errors import WeightsError
+from kplate.models.detector import PlateDetector
+from kplate.train import engine, tasks
 from kplate.train.engine import (
     Batches,
     ResumeSettingsError,
@@ -276,3 +278,17 @@ def test_the_cli_stopped_at_a_checkpoint_resumes_to_the_same_weights(tmp_path: P
     r = _kplate(*flags, "--out", str(resumed), "--resume", str(resumed / "last.ckpt"))
     assert r.returncode == 0, r.stderr
     assert _sha(whole / "model.pt") == _sha(resumed / "model.pt")
+
+
+@pytest.mark.parametrize("init", ["missing.pt", "detector.pt"])
+def test_init_weights_are_checked_before_any_data_is_rendered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, init: str
+) -> None:
+    torch.save(PlateDetector().state_dict(), tmp_path / "detector.pt")  # not a reader's
+
+    def render(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("data rendered before --init was checked")
+
+    monkeypatch.setattr(tasks, "task_dataset", render)
+    with pytest.raises(WeightsError, match=init):
+        run("crop-reader", tmp_path / "run", dict(SMALL), init=tmp_path / init, progress=False)

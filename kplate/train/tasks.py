@@ -211,6 +211,11 @@ def task_dataset(
     raise ValueError(f"task must be one of {', '.join(DEFAULTS)}, got {task!r}")
 
 
+def task_model(task: str, cfg: EngineConfig) -> nn.Module:
+    """A fresh model of ``task`` (the crop reader is a reader)."""
+    return PlateDetector(cfg.detector) if task == "detector" else PlateReader(cfg.reader)
+
+
 def training_setup(
     task: str,
     cfg: EngineConfig,
@@ -229,11 +234,10 @@ def training_setup(
         WeightsError: ``init`` cannot be loaded into the task's model.
     """
     data = task_dataset(task, cfg, seed, count, workers, progress)
-    model: nn.Module
-    if isinstance(data, SceneDataset):
-        model, collate, loss_fn = PlateDetector(cfg.detector), collate_scenes, detector_loss
-    else:
-        model, collate, loss_fn = PlateReader(cfg.reader), None, reader_loss
+    model = task_model(task, cfg)
+    collate, loss_fn = (
+        (collate_scenes, detector_loss) if isinstance(data, SceneDataset) else (None, reader_loss)
+    )
     loader = shuffled_loader(data, batch_size, seed, collate)
     if init is not None:
         load_weights(model, init)
@@ -294,6 +298,8 @@ def run(
         RunFolderError: ``out`` holds another run's outputs and ``force`` is not given.
         ResumeSettingsError: a setting given, or the engine config ``config``, differs from
             ``resume``'s.
+        WeightsError: ``init`` is missing or does not fit the task's model (checked before
+            any data is rendered).
     """
     if task not in DEFAULTS:
         raise ValueError(f"task must be one of {', '.join(DEFAULTS)}, got {task!r}")
@@ -313,6 +319,8 @@ def run(
             ck.get("args", {}), {**overrides, "task": task, "out": str(out)}, resume
         )
         cfg = resumed_config(ck.get("engine_config"), config, resume)
+    if init is not None:  # refused before any data is rendered, not minutes into it
+        load_weights(task_model(task, cfg), init)
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
