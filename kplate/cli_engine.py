@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +116,45 @@ def _load_recognizer(args: argparse.Namespace) -> Any:
 
 #: ``kplate predict``'s exit status when some images could not be read (the others are).
 EXIT_SOME_FAILED = 1
+#: The files ``kplate predict`` reads in a folder given as IMAGE (any case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+@dataclass(frozen=True)
+class PredictInput:
+    """One image to read, or why a path given cannot be read (``error``)."""
+
+    path: Path
+    error: str | None = None
+
+
+def predict_inputs(paths: list[Path]) -> list[PredictInput]:
+    """The images named by ``paths``, in order: a file as given, a folder as its files with
+    an image suffix (:data:`IMAGE_SUFFIXES`, by name, not its subfolders); a path that is
+    neither, or a folder without images, as an input with its ``error``."""
+    inputs = []
+    for path in paths:
+        if path.is_dir():
+            try:
+                files = sorted(
+                    f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+                )
+            except OSError as exc:
+                inputs.append(PredictInput(path, f"cannot list the folder: {exc.strerror or exc}"))
+                continue
+            if not files:
+                suffixes = ", ".join(IMAGE_SUFFIXES)
+                inputs.append(PredictInput(path, f"a folder without images ({suffixes})"))
+            inputs.extend(PredictInput(f) for f in files)
+        elif not path.exists():
+            inputs.append(PredictInput(path, "no such file"))
+        elif not path.is_file():
+            inputs.append(PredictInput(path, "not a file"))
+        elif not os.access(path, os.R_OK):
+            inputs.append(PredictInput(path, "cannot read: permission denied"))
+        else:
+            inputs.append(PredictInput(path))
+    return inputs
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -121,17 +162,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from kplate.errors import KplateError
     from kplate.imageio import decode_image
 
-    missing = [p for p in args.images if not p.is_file()]
-    if missing:
-        raise FileNotFoundError("no such image: " + ", ".join(str(p) for p in missing))
+    inputs = predict_inputs(args.images)
+    if all(i.error for i in inputs):  # nothing to read: a usage error, before any weights
+        raise FileNotFoundError(
+            "no image to read: " + "; ".join(f"{i.path}: {i.error}" for i in inputs)
+        )
     rec = _load_recognizer(args)
-    names = annotated_names(args.images)
+    names = annotated_names([i.path for i in inputs])
     results: list[dict[str, Any]] = []
     failed = 0
-    for path, name in zip(args.images, names):
+    for item, name in zip(inputs, names):
+        path = item.path
         try:
-            img = decode_image(path.read_bytes())
-        except KplateError as exc:  # this image alone: the others are still read
+            if item.error:
+                raise OSError(item.error)
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise OSError(f"cannot read: {exc.strerror or exc}") from exc
+            img = decode_image(data)
+        except (KplateError, OSError) as exc:  # this image alone: the others are still read
             failed += 1
             log.error("%s: %s", path, exc)
             results.append({"image": str(path), "plates": [], "error": str(exc)})
@@ -172,9 +222,27 @@ def annotated_names(paths: list[Path]) -> list[str]:
     return names
 
 
+def check_eval_folder(folder: Path) -> None:
+    """Fail fast, before any weights are loaded, on a folder ``kplate eval`` cannot read.
+
+    Raises:
+        FileNotFoundError: no such folder, not a folder, or no ``labels.jsonl`` in it.
+    """
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder: `kplate eval` needs a folder")
+    labels = folder / "labels.jsonl"
+    if not labels.is_file():
+        raise FileNotFoundError(
+            f"{labels} not found: `kplate eval` needs a folder with labels.jsonl"
+        )
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from kplate.evaluate import evaluate, write_report
 
+    check_eval_folder(args.folder)
     rec = _load_recognizer(args)
     report = evaluate(args.folder, rec, progress=not args.quiet, failures_dir=args.save_failures)
     md = write_report(report, args.out)
@@ -194,14 +262,26 @@ def add_inference_commands(
         "predict",
         parents=[common, dev],
         help="read the plates in images",
-        description="Detect and read every plate in each image.",
+        description="Detect and read every plate in each image. Every image that can be "
+        "read is: one that is missing, unreadable or cannot be decoded is reported on stderr "
+        "(and in --json) and the exit status is then 1. Exit status 2: bad arguments, or not "
+        "one image to read (nothing is loaded).",
     )
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument(
+        "images",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE",
+        help="an image file, or a folder: its files named *"
+        + ", *".join(IMAGE_SUFFIXES)
+        + " (any case), in name order, not its subfolders",
+    )
     p.add_argument(
         "--json",
         action="store_true",
         help='print one JSON array: [{"image": PATH, "plates": [...]}, ...]; an image that '
-        'cannot be decoded gets "plates": [] and its "error" (exit status 1)',
+        'is missing or cannot be read or decoded gets "plates": [] and its "error" '
+        "(exit status 1)",
     )
     p.add_argument(
         "--save-annotated",

@@ -19,10 +19,18 @@ bigger images are re-encoded as JPEG and downscaled, and more images are split o
 requests. Plate coordinates, in the printed plates and in ``--json``'s responses alike, are
 mapped back to the original image.
 
-Exit status: 0 success, 1 requests or Pillow missing (run by an interpreter without them and
-no ``.venv`` beside: ``make install`` makes it, and the script then runs in it), 2 bad
-arguments or unreadable file, 3 server unreachable, 4 the server answered with an HTTP error,
-141 the output's reader closed it first (``| head``).
+Each image is checked here first (read, and decoded with Pillow as the server would): a file
+that cannot be read or decoded is reported on stderr by its name and the others are still
+sent. A request the server refuses is reported by the names of its files; when the server
+names one image of it, that image is left out and the others are sent again. The other
+requests go on either way.
+
+Exit status: 0 every image read, 1 requests or Pillow missing (run by an interpreter without
+them and no ``.venv`` beside: ``make install`` makes it, and the script then runs in it), 2 bad
+arguments, or some image could not be read or decoded here (the others are still sent), 3
+server unreachable (stops there), 4 the server refused some image or request with an HTTP error
+(the others are still sent; 4 rather than 2 when both happen), 141 the output's reader closed it
+first (``| head``).
 """
 
 from __future__ import annotations
@@ -34,8 +42,10 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import sys
+import time
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -81,6 +91,11 @@ JSON_OVERHEAD = 2_048
 #: Images in one request: the served model's ``max_images_per_request``
 #: (handler/model-config.yaml) answers 413 above it.
 MAX_IMAGES_PER_REQUEST = 16
+#: The formats the server decodes (``kplate.imageio.FORMATS``; tests/test_request_cli.py
+#: checks that the two agree): others are refused here, before any request.
+SERVER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+#: The InferenceService looked for with ``--kserve`` and no ``--url``.
+DEFAULT_NAMESPACE, DEFAULT_ISVC = "default", "kplate"
 LOCAL_FRONT = "http://127.0.0.1:8080"
 LOCAL_TORCHSERVE = "http://127.0.0.1:8085"
 EXIT_OK, EXIT_INPUT, EXIT_UNREACHABLE, EXIT_HTTP, EXIT_BROKEN_PIPE = 0, 2, 3, 4, 141
@@ -104,6 +119,23 @@ class ClientError(Exception):
         self.exit_code = exit_code
 
 
+class ServerError(ClientError):
+    """The server answered with an HTTP error status (exit 4)."""
+
+    def __init__(self, url: str, status: int, detail: str) -> None:
+        """Keep the URL, the status and the server's message."""
+        super().__init__(f"{url}: HTTP {status}: {detail}", EXIT_HTTP)
+        self.url, self.status, self.detail = url, status, detail
+
+
+@dataclass
+class Failure:
+    """Images of one request that were not read: the message names their files."""
+
+    message: str
+    exit_code: int = EXIT_HTTP
+
+
 @dataclass
 class Prepared:
     """One image ready to send.
@@ -113,12 +145,29 @@ class Prepared:
         data: encoded bytes that will be sent.
         scale: original size / sent size (1.0 when sent unchanged).
         original: the image file's bytes, for ``--save-annotated``.
+        source: the path as given (or ``-``), for messages; ``name`` when empty.
     """
 
     name: str
     data: bytes
     scale: float
     original: bytes
+    source: str = ""
+
+    @property
+    def label(self) -> str:
+        """The path as given, for messages."""
+        return self.source or self.name
+
+
+@dataclass
+class Answer:
+    """The plates of the images of one request and the response as ``--json`` prints it,
+    both with the coordinates mapped back to the original images."""
+
+    images: list[Prepared]
+    plates: list[list[dict[str, Any]]]
+    raw: Any
 
 
 @dataclass(frozen=True)
@@ -136,7 +185,7 @@ def read_input(path: str, stdin: Any = None) -> tuple[str, bytes]:
     """Read an image file, or base64 text from standard input for ``-``.
 
     Raises:
-        ClientError: missing or unreadable file, or bad base64 (exit 2).
+        ClientError: missing, empty or unreadable file, a directory, or bad base64 (exit 2).
     """
     if path == "-":
         text = (stdin or sys.stdin).read().strip()
@@ -150,27 +199,55 @@ def read_input(path: str, stdin: Any = None) -> tuple[str, bytes]:
             raise ClientError("standard input is empty", EXIT_INPUT)
         return "-", data
     file = Path(path)
+    if file.is_dir():
+        example = Path(path) / "*.jpg"
+        raise ClientError(
+            f"{path}: is a directory: give the image files in it (e.g. {example})", EXIT_INPUT
+        )
     if not file.is_file():
         raise ClientError(f"{path}: no such file", EXIT_INPUT)
     try:
-        return file.name, file.read_bytes()
+        data = file.read_bytes()
     except OSError as exc:
-        raise ClientError(f"{path}: cannot read: {exc}", EXIT_INPUT) from exc
+        raise ClientError(f"{path}: cannot read: {exc.strerror or exc}", EXIT_INPUT) from exc
+    if not data:
+        raise ClientError(f"{path}: empty file", EXIT_INPUT)
+    return file.name, data
 
 
-def fit_image(name: str, data: bytes, max_bytes: int) -> Prepared:
-    """Return the image unchanged when it fits ``max_bytes``, else a smaller JPEG.
+def open_image(data: bytes, source: str) -> Image.Image:
+    """The image decoded as the server decodes it (one of :data:`SERVER_FORMATS`, whole).
 
     Raises:
-        ClientError: the bytes are not an image (exit 2).
+        ClientError: the bytes are not such an image, or a truncated or corrupt one (exit 2).
     """
-    if len(data) <= max_bytes:
-        return Prepared(name, data, 1.0, data)
+    if not data:
+        raise ClientError(f"{source}: empty image", EXIT_INPUT)
     try:
-        image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
-        image = image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ClientError(f"{name}: not an image ({exc})", EXIT_INPUT) from exc
+        image = Image.open(io.BytesIO(data), formats=SERVER_FORMATS)
+        image.load()
+    except UnidentifiedImageError as exc:
+        raise ClientError(
+            f"{source}: not an image the server reads ({', '.join(SERVER_FORMATS)})", EXIT_INPUT
+        ) from exc
+    except Image.DecompressionBombError as exc:
+        raise ClientError(f"{source}: too many pixels ({exc})", EXIT_INPUT) from exc
+    except Exception as exc:  # Pillow raises many types for truncated or corrupt data
+        raise ClientError(f"{source}: cannot decode image: {exc}", EXIT_INPUT) from exc
+    return image
+
+
+def fit_image(name: str, data: bytes, max_bytes: int, source: str = "") -> Prepared:
+    """Check that ``data`` decodes as the server decodes it; return it unchanged when it fits
+    ``max_bytes``, else a smaller JPEG. ``source``: the path as given, for messages.
+
+    Raises:
+        ClientError: the bytes are not an image the server reads (exit 2).
+    """
+    decoded = open_image(data, source or name)
+    if len(data) <= max_bytes:
+        return Prepared(name, data, 1.0, data, source)
+    image = ImageOps.exif_transpose(decoded).convert("RGB")
     base, scale = image, 1.0
     while True:
         buf = io.BytesIO()
@@ -182,7 +259,7 @@ def fit_image(name: str, data: bytes, max_bytes: int) -> Prepared:
         image = base.resize(size, Image.Resampling.LANCZOS)
     sent = buf.getvalue()
     log.info("%s: %d bytes re-encoded to %d (%dx%d)", name, len(data), len(sent), *image.size)
-    return Prepared(name, sent, base.width / image.width, data)
+    return Prepared(name, sent, base.width / image.width, data, source)
 
 
 def chunks(
@@ -206,8 +283,9 @@ def chunks(
 # -- endpoints ---------------------------------------------------------------------------------
 
 
-def discover_kserve(namespace: str, isvc: str, timeout: float) -> Endpoint | None:
-    """Find the InferenceService in the current kubernetes context, or ``None``.
+def discover_kserve(namespace: str, isvc: str, timeout: float) -> tuple[Endpoint | None, str]:
+    """Find the InferenceService in the current kubernetes context: its endpoint (``None``
+    when not found) and how it was found, or why not.
 
     The URL is the ingress gateway's address when it has one (``istio-ingressgateway``),
     with the InferenceService's host name as ``Host`` header, else ``status.url`` itself.
@@ -216,17 +294,17 @@ def discover_kserve(namespace: str, isvc: str, timeout: float) -> Endpoint | Non
         from kubernetes import client, config
         from kubernetes.config.config_exception import ConfigException
     except ImportError:
-        return None
+        return None, "the kubernetes package is not installed"
     try:
         config.load_kube_config()
-    except (ConfigException, OSError, TypeError):
+    except (ConfigException, OSError, TypeError) as exc:
         try:
             config.load_incluster_config()
         except ConfigException:
-            return None
-    if not _api_server_reachable(client.Configuration.get_default_copy().host, timeout):
-        log.info("kubernetes API server not reachable")
-        return None
+            return None, f"no kubernetes context ({_first_line(exc)}) and not in a cluster"
+    api_server = client.Configuration.get_default_copy().host
+    if not _api_server_reachable(api_server, timeout):
+        return None, f"the kubernetes API server {api_server} is not reachable"
     api = client.CustomObjectsApi()
     try:
         obj = api.get_namespaced_custom_object(
@@ -238,21 +316,23 @@ def discover_kserve(namespace: str, isvc: str, timeout: float) -> Endpoint | Non
             _request_timeout=timeout,
         )
     except client.ApiException as exc:
-        log.info("no InferenceService %s/%s in the cluster (%s)", namespace, isvc, exc.reason)
-        return None
+        return None, f"no InferenceService {namespace}/{isvc} at {api_server} ({exc.reason})"
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        log.info("kubernetes API not reachable (%s)", type(exc).__name__)
-        return None
+        return None, f"the kubernetes API at {api_server} failed ({type(exc).__name__})"
     status = obj.get("status") if isinstance(obj, dict) else None
     url = (status or {}).get("url")
     if not url:
-        log.info("InferenceService %s/%s has no URL yet (not ready?)", namespace, isvc)
-        return None
+        return None, f"InferenceService {namespace}/{isvc} has no URL yet (not ready?)"
     host = urlparse(url).netloc
     gateway = _ingress_gateway(client, timeout)
     if gateway:
-        return Endpoint(gateway, host)
-    return Endpoint(url.rstrip("/"), None)
+        return Endpoint(gateway, host), f"{url}, through the ingress gateway"
+    return Endpoint(url.rstrip("/"), None), f"{url} (no ingress gateway address)"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _api_server_reachable(host: str, timeout: float) -> bool:
@@ -282,16 +362,39 @@ def _ingress_gateway(client: Any, timeout: float) -> str | None:
 
 
 def choose_endpoint(args: argparse.Namespace) -> Endpoint:
-    """The endpoint from ``--url``, the cluster, or the local default."""
+    """The endpoint from ``--url``, the cluster, or the local default; logged with why, and
+    a warning when an InferenceService named by ``--namespace`` or ``--isvc`` is not found."""
+    named = args.namespace is not None or args.isvc is not None
+    namespace = args.namespace or DEFAULT_NAMESPACE
+    isvc = args.isvc or DEFAULT_ISVC
     if args.url:
-        return Endpoint(args.url.rstrip("/"), args.host)
-    if args.kserve:
-        found = discover_kserve(args.namespace, args.isvc, min(args.timeout, 5.0))
-        if found:
-            log.info("using InferenceService %s/%s at %s", args.namespace, args.isvc, found.url)
-            return found
-        return Endpoint(LOCAL_FRONT, args.host)
-    return Endpoint(LOCAL_TORCHSERVE, args.host)
+        endpoint = Endpoint(args.url.rstrip("/"), args.host)
+        log.info("endpoint %s%s: --url", endpoint.url, _host_note(endpoint))
+        return endpoint
+    if not args.kserve:
+        if named:
+            log.warning("warning: --namespace and --isvc are used with --kserve only")
+        endpoint = Endpoint(LOCAL_TORCHSERVE, args.host)
+        log.info("endpoint %s%s: TorchServe on this machine (no --kserve)", endpoint.url,
+                 _host_note(endpoint))  # fmt: skip
+        return endpoint
+    found, how = discover_kserve(namespace, isvc, min(args.timeout, 5.0))
+    if found:
+        log.info("endpoint %s%s: InferenceService %s/%s, %s", found.url, _host_note(found),
+                 namespace, isvc, how)  # fmt: skip
+        return found
+    endpoint = Endpoint(LOCAL_FRONT, args.host)
+    if named:
+        log.warning("warning: InferenceService %s/%s not found: %s; sending to the local "
+                    "front %s instead", namespace, isvc, how, endpoint.url)  # fmt: skip
+    else:
+        log.info("endpoint %s%s: the local front (`make serve`), since %s", endpoint.url,
+                 _host_note(endpoint), how)  # fmt: skip
+    return endpoint
+
+
+def _host_note(endpoint: Endpoint) -> str:
+    return f" (Host: {endpoint.host})" if endpoint.host else ""
 
 
 # -- requests ----------------------------------------------------------------------------------
@@ -313,11 +416,13 @@ def post(
     """POST and return the JSON answer.
 
     Raises:
-        ClientError: unreachable (exit 3) or an HTTP error status (exit 4).
+        ClientError: unreachable (exit 3), or an answer that is not JSON (exit 4).
+        ServerError: an HTTP error status (exit 4).
     """
     headers = {"Host": host} if host else {}
     if data is not None:
         headers["Content-Type"] = "application/octet-stream"
+    started = time.monotonic()
     try:
         response = requests.post(url, json=json_body, data=data, headers=headers, timeout=timeout)
     except requests.Timeout as exc:
@@ -325,6 +430,8 @@ def post(
     except requests.ConnectionError as exc:
         hint = " (start it with `make serve`)" if "127.0.0.1" in url else ""
         raise ClientError(f"{url}: server unreachable{hint}", EXIT_UNREACHABLE) from exc
+    log.info("POST %s: %d bytes sent, HTTP %d in %.2f s", url, len(response.request.body or b""),
+             response.status_code, time.monotonic() - started)  # fmt: skip
     try:
         body = response.json()
     except ValueError:
@@ -332,54 +439,124 @@ def post(
     if not response.ok:
         message = body.get("error") or body.get("message") if isinstance(body, dict) else None
         message = message or response.text.strip()[:500] or response.reason
-        raise ClientError(f"{url}: HTTP {response.status_code}: {message}", EXIT_HTTP)
+        raise ServerError(url, response.status_code, str(message))
     if body is None:
         raise ClientError(f"{url}: the answer is not JSON", EXIT_HTTP)
     return body
 
 
+#: How the server's error message names one image of a request (handler/protocol.py):
+#: ``image 1: ...``, ``instances[1]: ...`` (v1) or ``input 'image'[1]: ...`` (v2).
+IMAGE_INDEX_RE = re.compile(r"(?:image (\d+)|instances\[(\d+)\]|input '[^']*'\[(\d+)\]): ")
+
+
+def named_image(detail: str, count: int) -> tuple[int, str] | None:
+    """The index of the image of a ``count``-image request that the server's message names,
+    and the message without it; ``None`` when it names none."""
+    match = IMAGE_INDEX_RE.match(detail)
+    if not match:
+        return None
+    index = int(next(g for g in match.groups() if g is not None))
+    return (index, detail[match.end() :]) if index < count else None
+
+
 def recognise(
     images: Sequence[Prepared], endpoint: Endpoint, args: argparse.Namespace
-) -> tuple[list[list[dict[str, Any]]], list[Any]]:
-    """Send the images; return one plate list per image and the responses, both with the
-    coordinates mapped back to the original images (responses otherwise as received)."""
-    plates: list[list[dict[str, Any]]] = []
-    raw: list[Any] = []
+) -> Iterator[Answer | Failure]:
+    """Send the images; yield, request by request, their plates (an :class:`Answer`) or a
+    :class:`Failure` that names the files the server refused or answered wrongly.
+
+    When the server refuses a request for one image it names, that image fails alone and the
+    others of the request are sent again.
+
+    Raises:
+        ClientError: the server unreachable (exit 3): nothing more is sent.
+    """
     if not args.kserve:
         url = f"{endpoint.url}/predictions/{args.model_name}"
+        log.info("%d image(s), one request each, to %s", len(images), url)
         for image in images:
-            body = post(url, timeout=args.timeout, host=endpoint.host, data=image.data)
-            found = rescale(_as_plate_list(body, url), image.scale)
-            raw.append(found)
-            plates.append(found)
-        return plates, raw
+            try:
+                body = post(url, timeout=args.timeout, host=endpoint.host, data=image.data)
+                found = rescale(_as_plate_list(body, url), image.scale)
+            except ClientError as exc:
+                if exc.exit_code != EXIT_HTTP:
+                    raise
+                yield Failure(_refused([image], exc))
+                continue
+            yield Answer([image], [found], found)
+        return
     if args.protocol == "v2":
         url = f"{endpoint.url}/v2/models/{args.model_name}/infer"
     else:
         url = f"{endpoint.url}/v1/models/{args.model_name}:predict"
-    for group in chunks(images, MAX_REQUEST_BYTES - JSON_OVERHEAD):
-        body = post(
-            url,
-            timeout=args.timeout,
-            host=endpoint.host,
-            json_body=kserve_body(group, args.protocol),
-        )
-        lists: Any
-        if args.protocol == "v2":
-            outputs = body.get("outputs") if isinstance(body, dict) else None
-            if not outputs:
-                raise ClientError(f"{url}: v2 answer without outputs", EXIT_HTTP)
-            lists = [json.loads(x) if isinstance(x, str) else x for x in outputs[0]["data"]]
-        else:
-            lists = body.get("predictions") if isinstance(body, dict) else None
-        if not isinstance(lists, list) or len(lists) != len(group):
-            raise ClientError(
-                f"{url}: expected {len(group)} results, got {lists!r:.200}", EXIT_HTTP
+    groups = list(chunks(images, MAX_REQUEST_BYTES - JSON_OVERHEAD))
+    log.info("%d image(s) in %d request(s) to %s", len(images), len(groups), url)
+    for group in groups:
+        yield from _send_group(list(group), url, endpoint, args)
+
+
+def _send_group(
+    group: list[Prepared], url: str, endpoint: Endpoint, args: argparse.Namespace
+) -> Iterator[Answer | Failure]:
+    while group:
+        try:
+            body = post(
+                url,
+                timeout=args.timeout,
+                host=endpoint.host,
+                json_body=kserve_body(group, args.protocol),
             )
-        mapped = [rescale(_as_plate_list(x, url), i.scale) for x, i in zip(lists, group)]
-        plates.extend(mapped)
-        raw.append(_with_plates(body, mapped, args.protocol))
-    return plates, raw
+            answer = _kserve_answer(body, group, url, args.protocol)
+        except ServerError as exc:
+            named = named_image(exc.detail, len(group))
+            if named is None:
+                yield Failure(_refused(group, exc))
+                return
+            index, detail = named
+            yield Failure(_refused([group.pop(index)], ServerError(url, exc.status, detail)))
+            if group:
+                log.info("sending the other %d image(s) of that request again", len(group))
+            continue
+        except ClientError as exc:
+            if exc.exit_code != EXIT_HTTP:
+                raise
+            yield Failure(_refused(group, exc))
+            return
+        yield answer
+        return
+
+
+def _refused(images: Sequence[Prepared], exc: ClientError) -> str:
+    """The message of a request that failed, naming its files."""
+    names = ", ".join(i.label for i in images)
+    if isinstance(exc, ServerError):
+        message = f"HTTP {exc.status} from {exc.url}: {exc.detail}"
+    else:
+        message = str(exc)
+    if len(images) > 1:
+        return f"{names}: {message} (one request: none of these images was read)"
+    return f"{names}: {message}"
+
+
+def _kserve_answer(body: Any, group: list[Prepared], url: str, protocol: str) -> Answer:
+    """The plates of a KServe answer, mapped back to the original images.
+
+    Raises:
+        ClientError: not the answer expected (exit 4).
+    """
+    lists: Any
+    if protocol == "v2":
+        outputs = body.get("outputs") if isinstance(body, dict) else None
+        if not outputs:
+            raise ClientError(f"{url}: v2 answer without outputs", EXIT_HTTP)
+        lists = [json.loads(x) if isinstance(x, str) else x for x in outputs[0]["data"]]
+    else:
+        lists = body.get("predictions") if isinstance(body, dict) else None
+    if not isinstance(lists, list) or len(lists) != len(group):
+        raise ClientError(f"{url}: expected {len(group)} results, got {lists!r:.200}", EXIT_HTTP)
+    mapped = [rescale(_as_plate_list(x, url), i.scale) for x, i in zip(lists, group)]
+    return Answer(list(group), mapped, _with_plates(body, mapped, protocol))
 
 
 def _with_plates(body: dict[str, Any], plates: list[list[dict[str, Any]]], protocol: str) -> Any:
@@ -500,9 +677,16 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line options."""
     parser = argparse.ArgumentParser(
         description="Read Korean licence plates with the served kplate model.",
-        epilog="Exit status: 0 ok, 2 bad input, 3 server unreachable, 4 HTTP error.",
+        epilog="Each image is checked here first: a file that cannot be read or decoded is "
+        "reported on stderr and the others are still sent. Exit status: 0 every image read; "
+        "2 bad arguments, or some image could not be read or decoded; 3 server unreachable; "
+        "4 the server refused some image or request (its files are named, the other requests "
+        "still go; 4 rather than 2 when both happen). -v logs the endpoint chosen and why, "
+        "and each request.",
     )
-    parser.add_argument("images", nargs="+", help="image files, or - for base64 on stdin")
+    parser.add_argument(
+        "images", nargs="+", help="image files (not directories), or - for base64 on stdin"
+    )
     parser.add_argument(
         "--kserve", action="store_true", help="use the KServe predict endpoint (base64 JSON)"
     )
@@ -510,38 +694,76 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--url", help="base URL (default: cluster, then the local servers)")
     parser.add_argument("--host", help="Host header, e.g. kplate.default.example.com")
     parser.add_argument("--model-name", default="kplate", help="model name in the URL path")
-    parser.add_argument("--namespace", default="default", help="InferenceService namespace")
-    parser.add_argument("--isvc", default="kplate", help="InferenceService name")
+    parser.add_argument(
+        "--namespace",
+        help=f"InferenceService namespace (default: {DEFAULT_NAMESPACE}); when given and the "
+        "InferenceService is not found, a warning before the local front is used",
+    )
+    parser.add_argument(
+        "--isvc", help=f"InferenceService name (default: {DEFAULT_ISVC}; as --namespace)"
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     parser.add_argument("--json", action="store_true", help="print the raw response(s)")
     parser.add_argument(
         "--save-annotated", type=Path, metavar="DIR", help="write images with plates drawn"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log the endpoint chosen and why, each request and its time",
+    )
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    """Do the work; returns the exit status, raising :class:`ClientError` on failure."""
+    """Do the work; returns the exit status, raising :class:`ClientError` on a failure that
+    stops it (bad arguments, server unreachable). An image that cannot be read, or that the
+    server refuses, is reported on stderr and the others go on."""
     if args.images.count("-") > 1:
         raise ClientError("- (standard input) can be given once", EXIT_INPUT)
+    started = time.monotonic()
     max_image = (MAX_REQUEST_BYTES - JSON_OVERHEAD) * 3 // 4 if args.kserve else MAX_REQUEST_BYTES
-    prepared = [fit_image(*read_input(path), max_image) for path in args.images]
+    status = EXIT_OK
+    prepared: list[Prepared] = []
+    for path in args.images:
+        try:
+            name, data = read_input(path)
+            prepared.append(fit_image(name, data, max_image, source=path))
+        except ClientError as exc:
+            report(str(exc))
+            status = max(status, exc.exit_code)
+    if not prepared:
+        if len(args.images) > 1:
+            report("no image could be read: nothing sent")
+        return status
     endpoint = choose_endpoint(args)
-    plates, raw = recognise(prepared, endpoint, args)
-    if args.json:
-        for body in raw:
-            print(json.dumps(body, ensure_ascii=False, indent=2))
-    names = annotated_names([image.name for image in prepared])
-    for image, found, name in zip(prepared, plates, names):
-        if not args.json:
-            print(f"{image.name}: {len(found)} plate{'s' if len(found) != 1 else ''}")
-            for plate in found:
-                print(draw_plate(plate))
-        if args.save_annotated:
-            out = annotate(image.original, found, args.save_annotated / name)
-            print(f"annotated: {out}", file=sys.stderr)
-    return EXIT_OK
+    names = {id(i): n for i, n in zip(prepared, annotated_names([i.name for i in prepared]))}
+    read = 0
+    for outcome in recognise(prepared, endpoint, args):
+        if isinstance(outcome, Failure):
+            report(outcome.message)
+            status = max(status, outcome.exit_code)
+            continue
+        read += len(outcome.images)
+        if args.json:
+            print(json.dumps(outcome.raw, ensure_ascii=False, indent=2))
+        for image, found in zip(outcome.images, outcome.plates):
+            if not args.json:
+                print(f"{image.name}: {len(found)} plate{'s' if len(found) != 1 else ''}")
+                for plate in found:
+                    print(draw_plate(plate))
+            if args.save_annotated:
+                out = annotate(image.original, found, args.save_annotated / names[id(image)])
+                print(f"annotated: {out}", file=sys.stderr)
+    log.info("%d of %d image(s) read in %.2f s", read, len(args.images),
+             time.monotonic() - started)  # fmt: skip
+    return status
+
+
+def report(message: str) -> None:
+    """One error line on stderr."""
+    print(f"error: {message}", file=sys.stderr)
 
 
 def annotated_names(names: Sequence[str]) -> list[str]:
@@ -574,7 +796,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except ClientError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        report(str(exc))
         return exc.exit_code
     except BrokenPipeError:
         # `request.py ... | head`: stop quietly; stdout to /dev/null for the exit's flush

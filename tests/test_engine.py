@@ -323,7 +323,97 @@ def test_predict_cli_json_and_annotated(tmp_path: Path) -> None:
     assert (drawn / f"{img.stem}.annotated.jpg").stat().st_size > 1000
     r = subprocess.run([sys.executable, "-m", "kplate.cli", "predict", str(tmp_path / "missing.jpg")],
                        check=False, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert r.returncode == 2 and "no such image" in r.stderr
+    assert r.returncode == 2 and f"no image to read: {tmp_path / 'missing.jpg'}" in r.stderr
+
+
+def _recognizer_loaded_once(monkeypatch: pytest.MonkeyPatch, recognizer: Recognizer | None) -> None:
+    """``kplate predict``/``eval`` in-process with the session's recognizer; ``None``: loading
+    the weights fails the test."""
+    from kplate import cli_engine
+
+    def load(args: Any) -> Recognizer:
+        assert recognizer is not None, "the weights were loaded"
+        return recognizer
+
+    monkeypatch.setattr(cli_engine, "_load_recognizer", load)
+
+
+def test_predict_reads_the_images_it_can_and_names_those_missing(
+    tmp_path: Path,
+    recognizer: Recognizer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from kplate.cli import main
+
+    _recognizer_loaded_once(monkeypatch, recognizer)
+    img, missing = SAMPLES / SCENES[1], tmp_path / "nope.jpg"
+    assert main(["predict", str(img), str(missing), "--json", "-q"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert [o["image"] for o in out] == [str(img), str(missing)]
+    assert out[0]["plates"] and "error" not in out[0]
+    assert out[1] == {"image": str(missing), "plates": [], "error": "no such file"}
+    assert f"{missing}: no such file" in caplog.text
+    # without --json: one line per image, the missing one with its error
+    assert main(["predict", str(missing), str(img), "-q"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{missing}: error: no such file" and lines[1].startswith(f"{img}: ")
+
+
+def test_predict_reads_the_images_of_a_folder(
+    tmp_path: Path,
+    recognizer: Recognizer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from kplate.cli import main
+
+    _recognizer_loaded_once(monkeypatch, recognizer)
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for name, scene in (("b.JPG", SCENES[0]), ("a.jpg", SCENES[1]), ("sub/c.jpg", SCENES[2])):
+        (folder / name).write_bytes((SAMPLES / scene).read_bytes())
+    (folder / "labels.jsonl").write_text("{}\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", str(folder), str(empty), "--json", "-q"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert [o["image"] for o in out] == [str(folder / "a.jpg"), str(folder / "b.JPG"), str(empty)]
+    assert out[0]["plates"] and out[1]["plates"]
+    assert out[2]["plates"] == [] and out[2]["error"].startswith("a folder without images")
+
+
+def test_predict_with_no_image_to_read_exits_2_before_loading_the_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kplate.cli import main
+
+    _recognizer_loaded_once(monkeypatch, None)
+    assert main(["predict", str(tmp_path / "a.jpg"), str(tmp_path), "-q"]) == 2
+    assert f"no image to read: {tmp_path / 'a.jpg'}: no such file; {tmp_path}: a folder" in (
+        caplog.text
+    )
+
+
+def test_eval_checks_the_folder_before_loading_the_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kplate.cli import main
+
+    _recognizer_loaded_once(monkeypatch, None)
+    file = tmp_path / "labels.jsonl"
+    file.write_text("")
+    unlabelled = tmp_path / "photos"
+    unlabelled.mkdir()
+    for folder, message in [
+        (tmp_path / "real-dev", "no such folder"),
+        (file, "not a folder"),
+        (unlabelled, "labels.jsonl not found"),
+    ]:
+        caplog.clear()
+        assert main(["eval", str(folder), "-q"]) == 2
+        assert f"{folder}" in caplog.text and message in caplog.text
 
 
 def test_predict_into_a_closed_pipe_stops_quietly() -> None:

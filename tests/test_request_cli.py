@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -144,6 +145,36 @@ def test_read_input_stdin_and_missing_file(tmp_path: Path) -> None:
     assert info.value.exit_code == 2
 
 
+def test_read_input_says_a_folder_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(cli.ClientError, match="is a directory") as info:
+        cli.read_input(str(tmp_path))
+    assert info.value.exit_code == 2
+
+
+def test_images_are_checked_as_the_server_decodes_them() -> None:
+    """Small images, sent unchanged, are decoded here too: the server's formats only."""
+    from kplate.imageio import FORMATS
+
+    assert cli.SERVER_FORMATS == FORMATS
+    for data, reason in [
+        (b"# README\n", "not an image the server reads"),
+        (jpeg_bytes()[:300], "cannot decode image"),
+        (b"", "empty image"),
+    ]:
+        with pytest.raises(cli.ClientError, match=reason) as info:
+            cli.fit_image("x.jpg", data, 10_000_000, source="dir/x.jpg")
+        assert info.value.exit_code == cli.EXIT_INPUT and "dir/x.jpg: " in str(info.value)
+
+
+def test_named_image() -> None:
+    """The server's messages about one image of a request (handler/protocol.py)."""
+    assert cli.named_image("image 1: cannot decode image", 2) == (1, "cannot decode image")
+    assert cli.named_image("instances[1]: empty image", 2) == (1, "empty image")
+    assert cli.named_image("input 'image'[3]: invalid base64", 4) == (3, "invalid base64")
+    assert cli.named_image("image 2: cannot decode image", 2) is None  # no such image
+    assert cli.named_image("cannot decode image (12 bytes)", 2) is None
+
+
 def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([str(tmp_path / "nope.jpg"), "--kserve", "--url", "http://127.0.0.1:9"]) == 2
     assert "no such file" in capsys.readouterr().err
@@ -155,6 +186,25 @@ def test_unreachable_server_exits_3(tmp_path: Path, capsys: pytest.CaptureFixtur
     url = f"http://127.0.0.1:{free_port()}"
     assert cli.main([str(image), "--kserve", "--url", url, "--timeout", "5"]) == 3
     assert "unreachable" in capsys.readouterr().err
+
+
+def test_a_named_isvc_not_found_warns_before_the_local_front(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    caplog.set_level(logging.INFO, logger="kplate.request")
+    args = cli.build_parser().parse_args(["x.jpg", "--kserve", "--namespace", "kplate"])
+    assert cli.choose_endpoint(args) == cli.Endpoint(cli.LOCAL_FRONT, None)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "InferenceService kplate/kplate not found" in warning
+    assert "no kubernetes context" in warning and cli.LOCAL_FRONT in warning
+    caplog.clear()
+    # the defaults: the local front without a warning, logged under -v with why
+    args = cli.build_parser().parse_args(["x.jpg", "--kserve"])
+    assert cli.choose_endpoint(args) == cli.Endpoint(cli.LOCAL_FRONT, None)
+    assert all(r.levelno == logging.INFO for r in caplog.records)
+    assert f"endpoint {cli.LOCAL_FRONT}" in caplog.text and "no kubernetes context" in caplog.text
 
 
 def test_no_cluster_falls_back_to_the_local_front(
@@ -189,16 +239,42 @@ def test_dead_cluster_falls_back_quickly(tmp_path: Path, monkeypatch: pytest.Mon
     assert cli.choose_endpoint(args) == cli.Endpoint(cli.LOCAL_FRONT, None)
 
 
+#: Bytes after an image's end that the stand-in server refuses it for (400, naming the image
+#: as the server does), or its whole request for (413, naming none).
+REJECT, WHOLE = b"REJECT-ME", b"WHOLE-REQUEST"
+
+
+def _sent_images(request: dict[str, Any], body: bytes) -> list[bytes]:
+    if "instances" in request:
+        return [base64.b64decode(i["data"]) for i in request["instances"]]
+    if "inputs" in request:
+        return [base64.b64decode(d) for d in request["inputs"][0]["data"]]
+    return [body]
+
+
 class _Handler(BaseHTTPRequestHandler):
-    """Answers like the front: 400 + JSON when an image is b"badbad", else a v1 result."""
+    """Answers like the front: a 400 naming the first image that ends with REJECT (as the
+    server names one image of several), a 413 for a request with an image ending with WHOLE,
+    else the plates."""
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.seen.append((self.path, self.headers.get("Host"), body))  # type: ignore[attr-defined]
         request = json.loads(body) if body.startswith(b"{") else {}
+        images = _sent_images(request, body)
+        rejected = [i for i, image in enumerate(images) if image.endswith(REJECT)]
         answer: Any
-        if b"YmFkYmFk" in body:  # base64 of b"badbad"
-            status, answer = 400, {"error": "instances[0]: invalid base64", "code": 400}
+        if any(image.endswith(WHOLE) for image in images):
+            status, answer = 413, {"error": "the request's images have too many pixels"}
+        elif rejected and not request:  # TorchServe's own error body
+            status, answer = 400, {"code": 400, "message": "cannot decode image (stand-in)"}
+        elif rejected:
+            where = (
+                f"input 'image'[{rejected[0]}]" if "inputs" in request else f"image {rejected[0]}"
+            )
+            message = "cannot decode image (stand-in)"
+            message = f"{where}: {message}" if len(images) > 1 else message
+            status, answer = 400, {"error": message, "code": 400}
         elif "inputs" in request:
             n = len(request["inputs"][0]["data"])
             lists = [json.dumps([ONE_LINE], ensure_ascii=False)] * n
@@ -231,11 +307,135 @@ def test_http_error_exits_4_with_the_server_message(
     http_server: HTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     image = tmp_path / "bad.jpg"
-    image.write_bytes(b"badbad")
+    image.write_bytes(jpeg_bytes() + REJECT)
     url = f"http://127.0.0.1:{http_server.server_port}"
     assert cli.main([str(image), "--kserve", "--url", url]) == 4
     err = capsys.readouterr().err
-    assert "HTTP 400" in err and "invalid base64" in err
+    assert f"error: {image}: HTTP 400 from {url}" in err and "cannot decode image" in err
+
+
+def test_files_that_cannot_be_read_are_named_and_the_others_sent(
+    http_server: HTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README.md, an empty file, a truncated JPEG, a folder, a missing file: each named on
+    stderr with why; the good image still goes and its plates are printed; exit 2."""
+    good = tmp_path / "good.jpg"
+    good.write_bytes(jpeg_bytes())
+    readme = tmp_path / "README.md"
+    readme.write_text("# kplate\n")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(jpeg_bytes()[:300])
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    missing = tmp_path / "nope.jpg"
+    files = [good, readme, empty, truncated, folder, missing]
+    url = f"http://127.0.0.1:{http_server.server_port}"
+    assert cli.main([*map(str, files), "--kserve", "--url", url]) == cli.EXIT_INPUT
+    captured = capsys.readouterr()
+    assert captured.out.startswith("good.jpg: 1 plate\n")
+    err = captured.err.splitlines()
+    assert err == [
+        f"error: {readme}: not an image the server reads (JPEG, PNG, WEBP, BMP, TIFF, GIF)",
+        f"error: {empty}: empty file",
+        err[2],
+        f"error: {folder}: is a directory: give the image files in it (e.g. {folder}/*.jpg)",
+        f"error: {missing}: no such file",
+    ]
+    assert err[2].startswith(f"error: {truncated}: cannot decode image: ")
+    ((_, _, body),) = http_server.seen  # type: ignore[attr-defined]
+    assert len(json.loads(body)["instances"]) == 1
+
+
+def test_when_no_image_can_be_read_nothing_is_sent(
+    http_server: HTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://127.0.0.1:{http_server.server_port}"
+    files = [str(tmp_path), str(tmp_path / "nope.jpg")]
+    assert cli.main([*files, "--kserve", "--url", url]) == cli.EXIT_INPUT
+    err = capsys.readouterr().err
+    assert "is a directory" in err and "no such file" in err and "nothing sent" in err
+    assert http_server.seen == []  # type: ignore[attr-defined]
+
+
+def _cars(tmp_path: Path, marks: dict[int, bytes] | None = None) -> list[Path]:
+    """Twenty one-plate JPEGs, ``car0.jpg`` ...; ``marks`` appends bytes to some of them (what
+    the stand-in server refuses)."""
+    files = [tmp_path / f"car{i}.jpg" for i in range(20)]
+    for i, f in enumerate(files):
+        f.write_bytes(jpeg_bytes(seed=i) + (marks or {}).get(i, b""))
+    return files
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_an_image_the_server_refuses_is_named_and_the_others_read(
+    http_server: HTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], protocol: str
+) -> None:
+    """The server refuses a request for one image it names ("image 3: ..."): that file is
+    named, and the other images of the request are sent again and read."""
+    files = _cars(tmp_path, {3: REJECT, 18: REJECT})
+    url = f"http://127.0.0.1:{http_server.server_port}"
+    assert cli.main([*map(str, files), "--kserve", "--url", url, "--protocol", protocol]) == 4
+    captured = capsys.readouterr()
+    assert captured.out.count(": 1 plate\n") == 18
+    assert "car3.jpg:" not in captured.out and "car18.jpg:" not in captured.out
+    err = captured.err.splitlines()
+    assert len(err) == 2
+    for line, name in zip(err, ("car3.jpg", "car18.jpg")):
+        assert line.startswith(f"error: {tmp_path / name}: HTTP 400 from {url}")
+        assert line.endswith(": cannot decode image (stand-in)")  # "image N: " dropped
+    key = "instances" if protocol == "v1" else "inputs"
+    sent = [json.loads(body)[key] for _, _, body in http_server.seen]  # type: ignore[attr-defined]
+    counts = [len(x) if protocol == "v1" else len(x[0]["data"]) for x in sent]
+    assert counts == [16, 15, 4, 3]
+
+
+def test_a_request_refused_as_a_whole_names_its_files_and_the_others_go_on(
+    http_server: HTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = _cars(tmp_path, {17: WHOLE})
+    url = f"http://127.0.0.1:{http_server.server_port}"
+    assert cli.main([*map(str, files), "--kserve", "--url", url]) == 4
+    captured = capsys.readouterr()
+    assert captured.out.count(": 1 plate\n") == 16 and "car16.jpg" not in captured.out
+    (line,) = captured.err.splitlines()
+    names = ", ".join(str(f) for f in files[16:])
+    assert line.startswith(f"error: {names}: HTTP 413 from {url}")
+    assert "none of these images was read" in line
+
+
+def test_torchserve_requests_go_on_after_a_refused_image(
+    http_server: HTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = [tmp_path / f"{name}.jpg" for name in "abc"]
+    for i, file in enumerate(files):
+        file.write_bytes(jpeg_bytes(seed=i) + (REJECT if i == 1 else b""))
+    url = f"http://127.0.0.1:{http_server.server_port}"
+    assert cli.main([*map(str, files), "--url", url]) == 4
+    captured = capsys.readouterr()
+    assert "a.jpg: 1 plate" in captured.out and "c.jpg: 1 plate" in captured.out
+    assert captured.err == (
+        f"error: {files[1]}: HTTP 400 from {url}/predictions/kplate: "
+        "cannot decode image (stand-in)\n"
+    )
+
+
+def test_verbose_logs_the_endpoint_the_requests_and_the_time(
+    http_server: HTTPServer, tmp_path: Path
+) -> None:
+    image = tmp_path / "car.jpg"
+    image.write_bytes(jpeg_bytes())
+    url = f"http://127.0.0.1:{http_server.server_port}"
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "request" / "request.py"), str(image), "--kserve",
+         "--url", url, "-v"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"endpoint {url}: --url" in done.stderr
+    assert f"1 image(s) in 1 request(s) to {url}/v1/models/kplate:predict" in done.stderr
+    assert "HTTP 200 in " in done.stderr and "1 of 1 image(s) read in " in done.stderr
 
 
 def test_success_prints_drawings_and_saves_annotated(
@@ -262,10 +462,7 @@ def test_success_prints_drawings_and_saves_annotated(
 def test_more_images_than_a_request_may_carry_go_in_several_requests(
     http_server: HTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    files = []
-    for i in range(20):
-        files.append(tmp_path / f"car{i}.jpg")
-        files[-1].write_bytes(jpeg_bytes(seed=i))
+    files = _cars(tmp_path)
     url = f"http://127.0.0.1:{http_server.server_port}"
     assert cli.main([*map(str, files), "--kserve", "--url", url]) == 0
     sent = [len(json.loads(body)["instances"]) for _, _, body in http_server.seen]  # type: ignore[attr-defined]
