@@ -191,8 +191,8 @@ serve: $(STAMP) jre $(MAR) ## start TorchServe (:8085) and the KServe front (:80
 stop: ## stop TorchServe and the KServe front started by `make serve`
 	@if [ -x $(PY) ]; then $(PY) -m handler.local_serving stop --state-dir $(SERVE_DIR); else echo "nothing to stop"; fi
 
-serve-status: $(STAMP) ## tell whether `make serve` is running
-	$(PY) -m handler.local_serving status --state-dir $(SERVE_DIR)
+serve-status: $(STAMP) ## one line per server (pid, URLs); exit status 1 unless both run
+	@$(PY) -m handler.local_serving status --config $(TS_CONFIG) --state-dir $(SERVE_DIR)
 
 bench-serve: $(STAMP) jre $(MAR) ## served vs in-process throughput and p50/p95 at concurrency 1, 4, 8
 	$(PY) scripts/bench_serve.py --mar $(MAR) --config $(TS_CONFIG)

@@ -15,6 +15,13 @@ back with their status and JSON message instead of the SDK's generic 500. A body
 TorchServe's own ``max_request_size`` is refused with 413 before it is read (by its
 ``Content-Length``, or, for a chunked body, as soon as the bytes read pass the limit).
 
+Every error the front answers itself has the handler's shape, ``{"error": "...", "code": N}``
+(``handler/protocol.py``'s ``error_body``): a body that is not JSON (400, ``malformed JSON
+body: ...``, the handler's words), a v2 body that is not an inference request (400), an
+unknown model or route (404), a wrong method (405), a body over the limit (413), TorchServe
+unreachable (503) and anything unforeseen (500). TorchServe's own answers keep their status
+and body; one without a ``code`` gets it.
+
 Usage::
 
     python -m handler.kserve_front --ts_config gs/config/config.properties [--http_port 8080]
@@ -29,7 +36,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +56,28 @@ DEFAULT_MANAGEMENT_ADDRESS = "http://127.0.0.1:8085"
 DEFAULT_MAX_REQUEST_SIZE = 6_553_500
 #: Headers worth passing on to TorchServe.
 FORWARDED_HEADERS = ("x-request-id", "traceparent", "tracestate", "x-b3-traceid")
+#: What the front serves, for the answer to an unknown route.
+ROUTES = (
+    "GET /v1/models/<name>, POST /v1/models/<name>:predict, GET /v2/health/ready, "
+    "GET /v2/models/<name>/ready, POST /v2/models/<name>/infer"
+)
+#: Error bodies the front reads back to put into shape are small; larger ones pass as they are.
+MAX_ERROR_BODY = 1 << 20
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """The JSON body of an error, shaped like the handler's: ``{"error": ..., "code": ...}``."""
+    return {"error": message, "code": int(status)}
+
+
+class FrontError(Exception):
+    """A request the front refuses itself (before TorchServe sees it), with its status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        """Keep the HTTP status and the message of the ``{"error", "code"}`` answer."""
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 class PredictorError(Exception):
@@ -83,6 +113,126 @@ def read_properties(path: Path) -> dict[str, str]:
 def max_request_size(props: Mapping[str, str]) -> int:
     """The largest request body TorchServe accepts: ``max_request_size`` in bytes."""
     return int(props.get("max_request_size", DEFAULT_MAX_REQUEST_SIZE))
+
+
+def json_problem(body: bytes | str) -> str | None:
+    """What is wrong with a body that should be JSON, in the handler's words (its
+    ``protocol._loads``); ``None`` when it parses."""
+    if not body.strip():
+        return "empty request body"
+    try:
+        json.loads(body)
+    except RecursionError:
+        return "malformed JSON body: nested too deeply"
+    except ValueError as exc:
+        return f"malformed JSON body: {exc}"
+    return None
+
+
+def shaped_error(status: int, content: bytes) -> dict[str, Any] | None:
+    """``content`` of an error answer as ``{"error": str, "code": status}``; ``None`` when it
+    already has that shape (then it goes out unchanged).
+
+    ``{"error": ...}`` (the kserve SDK's handlers) gets its ``code``; ``{"detail": ...}``
+    (FastAPI's) and ``{"message": ...}`` become the ``error``; other text is the ``error``.
+    """
+    try:
+        body: Any = orjson.loads(content) if content.strip() else None
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict):
+        if isinstance(body.get("error"), str) and body.get("code") == status:
+            return None
+        for key in ("error", "detail", "message"):
+            if key in body:
+                value = body[key]
+                text = value if isinstance(value, str) else orjson.dumps(value).decode()
+                return error_body(status, text)
+    text = content.decode("utf-8", errors="replace").strip()
+    return error_body(status, text or HTTPStatus(status).phrase)
+
+
+class ErrorShape:
+    """ASGI middleware: every 4xx/5xx the application sends goes out as
+    ``{"error": "...", "code": N}``, and an exception no handler took becomes a logged 500
+    in that shape.
+
+    The kserve SDK installs its exception handlers when the server starts (over any installed
+    before) and answers ``{"error": ...}`` without a ``code``; FastAPI answers ``{"detail":
+    ...}``. Answers below 400 pass untouched, unbuffered.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        """Wrap ``app``."""
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Call the application, reshaping its error answers on the way out."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+        started = False
+
+        async def reshape(message: Message) -> None:
+            nonlocal start, started
+            if message["type"] == "http.response.start":
+                started = True
+                if message["status"] < 400:
+                    await send(message)
+                else:
+                    start = message
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False) and sum(map(len, chunks)) <= MAX_ERROR_BODY:
+                return
+            await self._send_shaped(send, start, b"".join(chunks), message.get("more_body", False))
+            start = None
+
+        try:
+            await self.app(scope, receive, reshape)
+        except Exception as exc:
+            if started:
+                raise
+            logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            await _send_json(send, 500, error_body(500, f"internal error in the front: {exc!r}"))
+
+    @staticmethod
+    async def _send_shaped(send: Send, start: Message, content: bytes, more: bool) -> None:
+        status = int(start["status"])
+        shaped = None if more else shaped_error(status, content)
+        if shaped is None:
+            await send(start)
+            await send({"type": "http.response.body", "body": content, "more_body": more})
+            return
+        keep = [
+            (k, v)
+            for k, v in start.get("headers", [])
+            if k.lower() not in (b"content-type", b"content-length")
+        ]
+        await _send_json(send, status, shaped, keep)
+
+
+async def _send_json(
+    send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    data = orjson.dumps(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *(headers or []),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
 
 
 class BodySizeLimit:
@@ -134,7 +284,7 @@ class BodySizeLimit:
     async def _reject(self, send: Send, what: str) -> None:
         message = f"{what}; the limit is {self.max_bytes} (max_request_size)"
         logger.info("refused: %s", message)
-        body = orjson.dumps({"error": message, "code": 413})
+        body = orjson.dumps(error_body(413, message))
         await send(
             {
                 "type": "http.response.start",
@@ -190,7 +340,6 @@ def _import_kserve() -> Any:
 def build_model_class() -> type:
     """The ``kserve.Model`` subclass (built lazily so this module imports without kserve)."""
     kserve = _import_kserve()
-    from kserve.errors import InvalidInput
     from kserve.protocol.infer_type import InferRequest, InferResponse
 
     class TorchServeModel(kserve.Model):  # type: ignore[name-defined]
@@ -269,15 +418,19 @@ def build_model_class() -> type:
             if isinstance(payload, InferRequest):
                 body, json_length = payload.to_rest()
                 if json_length is not None:
-                    raise InvalidInput(
+                    raise FrontError(
+                        400,
                         "the binary tensor extension is not supported: send the images as "
-                        "base64 strings in a BYTES tensor"
+                        "base64 strings in a BYTES tensor",
                     )
                 url = f"{self.inference_address}/v2/models/{self.name}/infer"
                 result = await self._post(url, orjson.dumps(body), "application/json", forward)
-                if not isinstance(result, dict):
-                    raise PredictorError(502, {"error": "TorchServe sent a non-v2 answer"})
-                return InferResponse.from_rest(result)
+                try:
+                    return InferResponse.from_rest(result)
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    raise PredictorError(
+                        502, error_body(502, f"TorchServe sent a non-v2 answer ({exc!r})")
+                    ) from exc
             url = f"{self.inference_address}/v1/models/{self.name}:predict"
             if isinstance(payload, (bytes, bytearray)):
                 content_type = headers.get("content-type", "application/octet-stream")
@@ -298,10 +451,14 @@ def build_model_class() -> type:
             try:
                 body: Any = response.json()
             except ValueError:
-                body = {"error": response.text.strip() or response.reason_phrase}
+                if response.is_success:
+                    raise PredictorError(
+                        502, error_body(502, "TorchServe sent an answer that is not JSON")
+                    ) from None
+                body = error_body(
+                    response.status_code, response.text.strip() or response.reason_phrase
+                )
             if not response.is_success:
-                if isinstance(body, dict) and "error" not in body and "message" in body:
-                    body = {"error": body["message"], "code": response.status_code}
                 raise PredictorError(response.status_code, body)
             return body
 
@@ -318,13 +475,87 @@ def build_model_class() -> type:
 
 
 async def predictor_error_handler(_: Any, exc: Exception) -> Any:
-    """FastAPI exception handler: TorchServe's status and JSON body, passed through."""
+    """FastAPI exception handler: TorchServe's status and JSON body, passed through (one
+    that lacks the handler's ``{"error", "code"}`` shape is put into it)."""
     from fastapi.responses import JSONResponse
 
     if not isinstance(exc, PredictorError):
         raise exc
-    body = exc.body if isinstance(exc.body, (dict, list)) else {"error": str(exc.body)}
+    body = exc.body
+    if not (isinstance(body, dict) and isinstance(body.get("error"), str) and "code" in body):
+        body = shaped_error(exc.status, orjson.dumps(body)) or body
     return JSONResponse(status_code=exc.status, content=body)
+
+
+async def front_error_handler(_: Any, exc: Exception) -> Any:
+    """FastAPI exception handler of :class:`FrontError`: its status, the handler's shape."""
+    from fastapi.responses import JSONResponse
+
+    if not isinstance(exc, FrontError):
+        raise exc
+    return JSONResponse(status_code=exc.status, content=error_body(exc.status, exc.message))
+
+
+async def validation_error_handler(_: Any, exc: Exception) -> Any:
+    """FastAPI's request validation (the v2 body): 400 like the handler's, not 422.
+
+    A body that is not JSON gets the handler's ``malformed JSON body: ...``; one that is not
+    an inference request names the fields at fault.
+    """
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    if not isinstance(exc, RequestValidationError):
+        raise exc
+    errors = list(exc.errors())
+    message = None
+    if any(e.get("type") == "json_invalid" for e in errors) and isinstance(exc.body, (str, bytes)):
+        message = json_problem(exc.body)
+    if message is None:
+        message = v2_problem(errors)
+    return JSONResponse(status_code=400, content=error_body(400, message))
+
+
+def v2_problem(errors: Sequence[Mapping[str, Any]]) -> str:
+    """The message of a v2 body that is not an inference request, from pydantic's errors."""
+    problems = []
+    for e in errors:
+        loc = [str(x) for x in e.get("loc", ()) if x != "body"]
+        if loc[:1] == ["bytes"]:
+            continue  # the SDK's other branch (a binary body): not what was sent
+        where = ".".join(loc[1:] if loc[:1] == ["InferenceRequest"] else loc)
+        problems.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+    return "not a v2 inference request: " + "; ".join(problems or ["invalid body"])
+
+
+def sent_as_form(headers: Mapping[str, str] | None, body: bytes | str) -> bool:
+    """The body came as ``application/x-www-form-urlencoded`` (``curl -d``'s default) but
+    starts like JSON."""
+    content_type = (headers or {}).get("content-type", "").split(";")[0].strip().lower()
+    start = body.lstrip()[:1]
+    return content_type == "application/x-www-form-urlencoded" and start in (
+        b"{", b"[", "{", "[",
+    )  # fmt: skip
+
+
+async def http_error_handler(request: Any, exc: Exception) -> Any:
+    """Starlette's 404 (no such route) and 405 (wrong method), in the handler's shape."""
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    if not isinstance(exc, HTTPException):
+        raise exc
+    status = exc.status_code
+    route = f"{request.method} {request.url.path}"
+    if status == 404:
+        message = f"no route {route}: the front serves {ROUTES}"
+    elif status == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return JSONResponse(
+        status_code=status, content=error_body(status, message), headers=exc.headers
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,8 +597,13 @@ def main(argv: list[str] | None = None) -> int:
     """Start the front; returns the exit status (1 when TorchServe never got ready)."""
     args = build_parser().parse_args(argv)
     kserve = _import_kserve()
+    from fastapi.exceptions import RequestValidationError
+    from kserve.errors import InvalidInput
     from kserve.model_server import app
     from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.rest.v2_datamodels import InferenceRequest
+    from pydantic import ValidationError
+    from starlette.exceptions import HTTPException
 
     props = read_properties(args.ts_config)
     inference = args.inference_address or props.get("inference_address", DEFAULT_INFERENCE_ADDRESS)
@@ -387,7 +623,37 @@ def main(argv: list[str] | None = None) -> int:
         models.append(model)
 
     class FrontDataPlane(DataPlane):
-        """``/v2/health/ready`` is true only while every model has a ready worker."""
+        """``/v2/health/ready`` is true only while every model has a ready worker; a JSON body
+        that does not parse is refused in the handler's words, and JSON sent as a form
+        (``curl -d``) is read as JSON."""
+
+        def decode(
+            self,
+            body: Any,
+            headers: Any,
+            protocol_version: str = "v1",
+            model_name: str | None = None,
+        ) -> Any:
+            if isinstance(body, (bytes, str)) and sent_as_form(headers, body):
+                # `curl -d` sends JSON as a form: read it as JSON, as the handler reads a raw
+                # body that starts like JSON (TorchServe would parse it as form fields).
+                problem = json_problem(body)
+                if problem is not None:
+                    raise FrontError(400, problem)
+                if protocol_version.lower() == "v2":
+                    try:
+                        body = InferenceRequest.model_validate_json(body)
+                    except ValidationError as exc:
+                        raise FrontError(400, v2_problem(exc.errors())) from None
+                else:
+                    headers = {**headers, "content-type": "application/json"}
+            try:
+                return super().decode(body, headers, protocol_version, model_name)
+            except InvalidInput:
+                problem = json_problem(body) if isinstance(body, (bytes, str)) else None
+                if problem is None:
+                    raise
+                raise FrontError(400, problem) from None
 
         async def ready(self) -> bool:
             registry = self.model_registry.get_models()
@@ -396,8 +662,13 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     app.add_exception_handler(PredictorError, predictor_error_handler)
+    app.add_exception_handler(FrontError, front_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(HTTPException, http_error_handler)
     body_limit = args.max_request_size or max_request_size(props)
     app.add_middleware(BodySizeLimit, max_bytes=body_limit)
+    # Added last, so it runs outside BodySizeLimit: it sees every answer of the application.
+    app.add_middleware(ErrorShape)
     server = kserve.ModelServer(
         http_port=args.http_port,
         workers=1,

@@ -21,7 +21,13 @@ import pytest
 import requests
 from serving_support import REPO_ROOT, b64, http_stand_in, jpeg_bytes
 
-from handler.kserve_front import DEFAULT_MAX_REQUEST_SIZE, max_request_size
+from handler.kserve_front import (
+    DEFAULT_MAX_REQUEST_SIZE,
+    ErrorShape,
+    json_problem,
+    max_request_size,
+    shaped_error,
+)
 from handler.local_serving import free_port
 
 #: max_request_size of the front under test, small so that the tests send little.
@@ -30,21 +36,46 @@ LIMIT = 100_000
 HUGE = 200 * 1024 * 1024
 
 
+#: What the stand-in TorchServe answers a prediction whose X-Request-Id names one of these:
+#: (status, content type, body).
+TS_ANSWERS: dict[str, tuple[int, str, bytes]] = {
+    "handler-400": (
+        400,
+        "application/json",
+        b'{"error": "cannot decode image (5 bytes): Truncated File Read", "code": 400}',
+    ),
+    "torchserve-503": (
+        503,
+        "application/json",
+        b'{"code": 503, "type": "ServiceUnavailableException", "message": "no worker"}',
+    ),
+    "text-500": (500, "text/plain", b"worker died\n"),
+    "text-200": (200, "text/html", b"<html>not json</html>"),
+}
+
+
 class _FakeTorchServe(BaseHTTPRequestHandler):
-    """TorchServe's management answer (a READY worker) and a v1 answer to predictions."""
+    """TorchServe's management answer (a READY worker, unless ``server.ready`` is false) and a
+    v1 answer to predictions (or one of ``TS_ANSWERS``, by the request's X-Request-Id)."""
 
     def do_GET(self) -> None:
-        self._answer([{"modelName": "kplate", "workers": [{"status": "READY"}]}])
+        status = "READY" if self.server.ready else "UNLOADING"  # type: ignore[attr-defined]
+        self._answer([{"modelName": "kplate", "workers": [{"status": status}]}])
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.server.posts.append(len(body))  # type: ignore[attr-defined]
+        self.server.content_types.append(self.headers.get("Content-Type"))  # type: ignore[attr-defined]
+        canned = TS_ANSWERS.get(self.headers.get("X-Request-Id", ""))
+        if canned is not None:
+            self._answer(canned[2], status=canned[0], content_type=canned[1])
+            return
         self._answer({"predictions": [[]]})
 
-    def _answer(self, obj: Any) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+    def _answer(self, obj: Any, status: int = 200, content_type: str = "application/json") -> None:
+        data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -57,6 +88,8 @@ class _FakeTorchServe(BaseHTTPRequestHandler):
 def torchserve() -> Iterator[ThreadingHTTPServer]:
     with http_stand_in(_FakeTorchServe) as server:
         server.posts = []  # type: ignore[attr-defined]
+        server.ready = True  # type: ignore[attr-defined]
+        server.content_types = []  # type: ignore[attr-defined]
         yield server
 
 
@@ -216,3 +249,211 @@ def test_a_chunked_body_within_the_limit_is_forwarded(
     assert response.status_code == 200, response.text
     assert response.json() == {"predictions": [[]]}
     assert torchserve.posts[-1] > 0  # type: ignore[attr-defined]
+
+
+# --- the front's own errors: the handler's shape, {"error": "...", "code": N} ----------------
+
+JSON = {"Content-Type": "application/json"}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}  # what `curl -d` sends
+
+
+def _assert_shaped(response: requests.Response, status: int) -> str:
+    """The answer has ``status`` and exactly the handler's error shape; returns the message."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error", "code"}, body
+    assert body["code"] == status and isinstance(body["error"], str) and body["error"]
+    return str(body["error"])
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/v1/models/kplate:predict", JSON),
+        ("/v2/models/kplate/infer", JSON),
+        ("/v1/models/kplate:predict", FORM),
+        ("/v2/models/kplate/infer", FORM),
+    ],
+    ids=["v1", "v2", "v1-curl-d", "v2-curl-d"],
+)
+def test_malformed_json_gets_the_handlers_message(
+    front: str, torchserve: ThreadingHTTPServer, path: str, headers: dict[str, str]
+) -> None:
+    before = len(torchserve.posts)  # type: ignore[attr-defined]
+    response = requests.post(f"{front}{path}", data=b"{bad", headers=headers, timeout=30)
+    message = _assert_shaped(response, 400)
+    # The handler's words for the same body (handler/protocol.py, docs/serving.md).
+    assert message == (
+        "malformed JSON body: Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1)"
+    )
+    assert len(torchserve.posts) == before  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "fragment"),
+    [
+        ("POST", "/v1/models/kplate:predict", b"", 400, "empty request body"),
+        ("POST", "/v1/models/kplate:predict", b"[" * 50_000, 400, "malformed JSON body"),
+        ("POST", "/v1/models/kplate:predict", b'{"instances": 3}', 400, "instances"),
+        ("POST", "/v2/models/kplate/infer", b'{"inputs": 3}', 400, "inputs"),
+        ("POST", "/v2/models/kplate/infer", b'{"x": 1}', 400, "inputs: Field required"),
+        ("POST", "/v1/models/nope:predict", b"{}", 404, "nope"),
+        ("POST", "/v2/models/nope/infer", b'{"inputs": []}', 404, "nope"),
+        ("GET", "/v1/models/nope", None, 404, "nope"),
+        ("GET", "/v2/models/nope/ready", None, 404, "nope"),
+        ("GET", "/nowhere", None, 404, "/v1/models/<name>:predict"),
+        ("DELETE", "/v2/health/ready", None, 405, "DELETE"),
+        ("GET", "/v2/models/kplate/infer", None, 405, "GET"),
+        ("POST", "/v2/models/kplate/versions/2/infer", b'{"inputs": []}', 501, "version"),
+        ("POST", "/v1/models/kplate:explain", b"{}", 501, "explain"),
+    ],
+)
+def test_the_fronts_own_errors_have_the_handlers_shape(
+    front: str,
+    torchserve: ThreadingHTTPServer,
+    method: str,
+    path: str,
+    body: bytes | None,
+    status: int,
+    fragment: str,
+) -> None:
+    before = len(torchserve.posts)  # type: ignore[attr-defined]
+    response = requests.request(method, f"{front}{path}", data=body, headers=JSON, timeout=30)
+    assert fragment in _assert_shaped(response, status)
+    assert len(torchserve.posts) == before  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/models/kplate:predict", {"instances": [{"data": "x"}]}),
+        ("/v2/models/kplate/infer", {"inputs": 3}),
+    ],
+)
+def test_json_sent_as_a_form_is_read_as_json(
+    front: str, torchserve: ThreadingHTTPServer, path: str, body: dict[str, Any]
+) -> None:
+    """`curl -d '{...}'` sends JSON as application/x-www-form-urlencoded, which TorchServe
+    would parse as form fields: the front reads it as JSON."""
+    before = len(torchserve.posts)  # type: ignore[attr-defined]
+    response = requests.post(f"{front}{path}", data=json.dumps(body), headers=FORM, timeout=30)
+    if path.startswith("/v1"):
+        assert response.status_code == 200, response.text
+        assert torchserve.content_types[-1] == "application/json"  # type: ignore[attr-defined]
+    else:
+        assert "not a v2 inference request: inputs" in _assert_shaped(response, 400)
+        assert len(torchserve.posts) == before  # type: ignore[attr-defined]
+    form = requests.post(f"{front}/v1/models/kplate:predict", data={"a": "b"}, timeout=30)
+    assert form.status_code == 200  # a real form still goes to TorchServe as it is
+    assert torchserve.content_types[-1] == FORM["Content-Type"]  # type: ignore[attr-defined]
+
+
+def test_a_body_over_the_limit_has_the_handlers_shape(front: str) -> None:
+    response = requests.post(
+        f"{front}/v1/models/kplate:predict", data=b"0" * (LIMIT + 1), headers=JSON, timeout=30
+    )
+    assert "max_request_size" in _assert_shaped(response, 413)
+
+
+def test_not_ready_has_the_handlers_shape(front: str, torchserve: ThreadingHTTPServer) -> None:
+    torchserve.ready = False  # type: ignore[attr-defined]
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the front asks TorchServe at most once a second
+            response = requests.get(f"{front}/v1/models/kplate", timeout=30)
+            if response.status_code != 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert "not ready" in _assert_shaped(response, 503)
+    finally:
+        torchserve.ready = True  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 30
+        while requests.get(f"{front}/v1/models/kplate", timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, "the front did not get ready again"
+            time.sleep(0.3)
+
+
+def _predict(front: str, answer: str, path: str = "/v1/models/kplate:predict") -> requests.Response:
+    body: dict[str, Any] = {"instances": [{"data": b64(jpeg_bytes())}]}
+    if path.startswith("/v2"):
+        body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}
+    return requests.post(f"{front}{path}", json=body, headers={"X-Request-Id": answer}, timeout=30)
+
+
+def test_torchserve_errors_pass_through_unchanged(front: str) -> None:
+    response = _predict(front, "handler-400")
+    assert response.status_code == 400
+    assert response.json() == json.loads(TS_ANSWERS["handler-400"][2])
+
+
+def test_torchserve_errors_without_the_shape_get_it(front: str) -> None:
+    assert _assert_shaped(_predict(front, "torchserve-503"), 503) == "no worker"
+    assert _assert_shaped(_predict(front, "text-500"), 500) == "worker died"
+
+
+def test_an_answer_torchserve_should_not_give_is_a_502(front: str) -> None:
+    assert "not JSON" in _assert_shaped(_predict(front, "text-200"), 502)
+    # The stand-in answers a v2 request with a v1 body.
+    assert "non-v2" in _assert_shaped(_predict(front, "", "/v2/models/kplate/infer"), 502)
+
+
+def test_error_shape_middleware() -> None:
+    """Errors of the application, the kserve SDK's and FastAPI's shapes included, and an
+    exception no handler took, all leave as {"error", "code"}; other answers untouched."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    async def sdk(_: Any) -> Response:
+        return JSONResponse({"error": "Model with name x does not exist."}, status_code=404)
+
+    async def fastapi(_: Any) -> Response:
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+
+    async def text(_: Any) -> Response:
+        return PlainTextResponse("oops", status_code=502)
+
+    async def fine(_: Any) -> Response:
+        return JSONResponse({"detail": "kept"}, status_code=200)
+
+    async def boom(_: Any) -> Response:
+        raise RuntimeError("unforeseen")
+
+    routes = [Route(f"/{f.__name__}", f) for f in (sdk, fastapi, text, fine, boom)]
+    # As in the front: inside Starlette's outermost ServerErrorMiddleware.
+    app = Starlette(routes=routes, middleware=[Middleware(ErrorShape)])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/sdk").json() == {
+            "error": "Model with name x does not exist.",
+            "code": 404,
+        }
+        assert client.get("/fastapi").json() == {"error": "Not Found", "code": 404}
+        assert client.get("/text").json() == {"error": "oops", "code": 502}
+        assert client.get("/fine").json() == {"detail": "kept"}
+        answer = client.get("/boom")
+        assert answer.status_code == 500
+        assert answer.json() == {
+            "error": "internal error in the front: RuntimeError('unforeseen')",
+            "code": 500,
+        }
+
+
+def test_shaped_error_and_json_problem() -> None:
+    shaped = b'{"error": "x", "code": 400}'
+    assert shaped_error(400, shaped) is None
+    assert shaped_error(413, shaped) == {"error": "x", "code": 413}
+    assert shaped_error(422, b'{"detail": [{"msg": "m"}]}') == {
+        "error": '[{"msg":"m"}]',
+        "code": 422,
+    }
+    assert shaped_error(503, b"") == {"error": "Service Unavailable", "code": 503}
+    assert json_problem(b'{"a": 1}') is None
+    assert json_problem(b"  ") == "empty request body"
+    assert json_problem("{bad") == (
+        "malformed JSON body: Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1)"
+    )

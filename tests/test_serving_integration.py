@@ -305,9 +305,16 @@ def test_request_cli_against_the_servers(serving: LocalServing, tmp_path: Path) 
 
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really")
-    failed = cli(str(broken), "--kserve", "--url", serving.front_url)
-    assert failed.returncode == 4
-    assert "HTTP 400" in failed.stderr and "decode" in failed.stderr
+    failed = cli(str(broken), files[0], "--kserve", "--url", serving.front_url)
+    assert failed.returncode == 2, failed.stderr  # refused here, the other image read
+    assert f"{broken}: cannot decode image" in failed.stderr
+    assert failed.stdout.startswith(f"{samples[0].name}: ")
+    huge = tmp_path / "huge.png"  # decodes here, over the server's pixel limit
+    huge.write_bytes(png_bytes(8000, 6000))
+    refused = cli(str(huge), files[0], "--kserve", "--url", serving.front_url)
+    assert refused.returncode == 4, refused.stderr
+    assert f"{huge}: HTTP 413" in refused.stderr
+    assert refused.stdout.startswith(f"{samples[0].name}: ")
 
 
 def test_request_cli_downscales_big_images(serving: LocalServing, tmp_path: Path) -> None:
