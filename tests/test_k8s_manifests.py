@@ -599,7 +599,7 @@ def test_makefile_agrees_with_the_manifests(rendered: dict[str, list[dict[str, A
 def test_makefile_refuses_a_bucket_the_manifests_do_not_read() -> None:
     make = make_tool()
     result = subprocess.run(
-        [make, "--no-print-directory", "deploy", "BUCKET=another-bucket", "KUBECTL=false"],
+        [make, "--no-print-directory", "deploy", "BUCKET=another-bucket", "KUBECTL=true"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -608,3 +608,4 @@ def test_makefile_refuses_a_bucket_the_manifests_do_not_read() -> None:
     )
     assert result.returncode != 0
     assert "edit bucket= and prefix=" in result.stderr
+    assert "true apply" not in result.stdout  # refused before kubectl applies anything
