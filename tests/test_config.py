@@ -46,6 +46,8 @@ def test_updated_changes_only_the_named_fields_and_validates() -> None:
     assert cfg.updated() == cfg and cfg.detector.score_threshold == 0.4  # cfg itself unchanged
     with pytest.raises(ValidationError, match="score_threshold"):
         cfg.updated(detector={"score_threshold": 1.5})
+    with pytest.raises(ValidationError, match="score_threshold"):
+        cfg.updated(detector={"score_threshold": 0.0})  # every box of the map a plate
     with pytest.raises(ValidationError, match="cut_margin"):
         cfg.updated(reader={"cut_margin": 0.1})  # a typo is refused, not ignored
 

@@ -19,6 +19,8 @@ import yaml
 from loose_crops import loose_crops_read_exactly
 from PIL import Image
 from tools import READER_ALONE, SAMPLES, STOPPED_AT_FIRST_CHECKPOINT
+from torch import nn
+from torch.utils.data import TensorDataset
 
 from kplate import Plate, Reading, Recognizer, plates
 from kplate.annotate import LABEL_COLOR, RIGHT_COLOR, WRONG_COLOR
@@ -26,10 +28,11 @@ from kplate.config import EngineConfig
 from kplate.errors import InvalidImageError, WeightsError
 from kplate.evaluate import char_accuracy, edit_distance, evaluate
 from kplate.models.reader import PlateReader
-from kplate.recognizer import WEIGHTS_DIR, _whole
+from kplate.recognizer import DETECT_BATCH, WEIGHTS_DIR, _whole
 from kplate.result import Detection
 from kplate.synth import read_labels, render_crop
 from kplate.train.data import CropDataset, in_share
+from kplate.train.engine import TrainArgs, load_checkpoint, lr_factor, shuffled_loader, train
 from kplate.train.tasks import CROP_READER_LOOSE_SHARE, task_dataset, training_setup
 
 LABELS = read_labels(SAMPLES / "labels.jsonl")
@@ -103,6 +106,61 @@ def test_recognize_accepts_arrays_bytes_and_mixed_sizes(recognizer: Recognizer) 
     # (up to float rounding of batched kernels)
     _same(recognizer.recognize([small])[0], out[2])
     assert out[3] == []
+
+
+def test_an_images_detections_do_not_depend_on_the_images_batched_with_it(
+    recognizer: Recognizer,
+) -> None:
+    """Images of another size are not padded onto its canvas: a served request's plates are
+    the same, to the bit, whatever other requests share its batch."""
+    scene = np.asarray(Image.open(SAMPLES / SCENES[0]).convert("RGB"))
+    small = np.asarray(Image.fromarray(scene).resize((320, 240)))
+    big = np.zeros((704, 960, 3), np.uint8)
+    alone = recognizer.detect([small])[0]
+    assert alone, "the sample's plate is found"
+    assert recognizer.detect([small, big])[0] == alone
+
+
+def test_more_images_of_one_size_than_a_detector_batch_are_all_detected(
+    recognizer: Recognizer,
+) -> None:
+    rec = recognizer.reconfigured(detector={"refine_width": None, "infer_long_sides": [320]})
+    scene = np.asarray(Image.open(SAMPLES / SCENES[0]).convert("RGB"))
+    nine = rec.detect([scene] * (DETECT_BATCH + 1))
+    assert nine[0], "the sample's plate is found"
+    for dets in nine:  # the ninth is in a batch of its own: equal up to float rounding
+        assert len(dets) == len(nine[0])
+        for d, e in zip(dets, nine[0]):
+            np.testing.assert_allclose(d.corners, e.corners, atol=0.5)
+            assert abs(d.score - e.score) < 1e-3
+
+
+def test_detect_keeps_the_max_plates_best_scored_detections(
+    recognizer: Recognizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = recognizer.reconfigured(detector={"max_plates": 2, "refine_width": None})
+
+    def at(x: float, score: float) -> tuple[np.ndarray, float, int, int]:
+        return np.array([[x, 10], [x + 60, 10], [x + 60, 30], [x, 30]], np.float32), score, 0, 0
+
+    monkeypatch.setattr(
+        rec, "_detect_at", lambda prepared: [[at(0, 0.5), at(100, 0.9), at(200, 0.7)]]
+    )
+    (dets,) = rec.detect([np.zeros((100, 300, 3), np.uint8)])
+    assert [d.score for d in dets] == [0.9, 0.7]
+
+
+def test_large_plates_are_area_averaged_so_fine_stripes_do_not_alias(
+    recognizer: Recognizer,
+) -> None:
+    rc = recognizer.config.reader
+    w, h = rc.width * 4, rc.height * 4
+    stripes = np.zeros((h, w, 3), np.uint8)
+    stripes[:, ::2] = 255  # one-pixel stripes: 4 of them fall on each output pixel
+    crop = recognizer.rectify(stripes, np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32))
+    assert crop.shape == (rc.height, rc.width, 3)
+    # an even mid grey, not the white or black of every fourth column sampled
+    assert crop.std() < 20 and abs(crop.mean() - 127.5) < 10, (crop.mean(), crop.std())
 
 
 def _same(a: list[Plate], b: list[Plate]) -> None:
@@ -274,6 +332,52 @@ def test_a_second_opinion_reads_only_the_plates_the_judges_are_unsure_of(
         hook.remove()
 
 
+def test_the_second_opinion_is_not_asked_for_detections_the_judges_drop(
+    recognizer: Recognizer,
+) -> None:
+    rec = recognizer.reconfigured(
+        reader={"read_with": ["reader", "crop_reader"], "judge_with": ["reader"],
+                "second_opinion_below": 1.0}
+    )  # fmt: skip
+    grey = np.full((400, 600, 3), 128, np.uint8)
+    ghost = Detection(((200, 180), (320, 180), (320, 210), (200, 210)), 0.9, "one-line", "white")
+    seen: list[int] = []
+    hook = rec.crop_reader.register_forward_hook(lambda m, i, o: seen.append(len(i[0])))
+    try:
+        assert rec.read_detections([grey], [[ghost]]) == [[]]
+    finally:
+        hook.remove()
+    assert sum(seen) == 0
+
+
+def test_a_plate_the_readers_cannot_read_as_a_plate_is_dropped_though_the_judges_keep_it(
+    recognizer: Recognizer, tmp_path: Path
+) -> None:
+    """The judges keep a detection; the text returned is ``read_with``'s, and it too must be
+    shaped like a plate."""
+    other = _with_random_crop_reader(recognizer, tmp_path)
+    assert sum(map(len, _scene_results(other.reconfigured(reader=READER_ALONE)))) >= 3
+    rec = other.reconfigured(
+        reader={**READER_ALONE, "read_with": ["crop_reader"], "judge_with": ["reader"],
+                "repair_min_score": None}
+    )  # fmt: skip
+    got = _scene_results(rec)
+    assert all(plates.parse(p.text) is not None for ps in got for p in ps), got
+
+
+def test_readings_are_kept_by_min_text_score_and_require_plate_shape(
+    recognizer: Recognizer,
+) -> None:
+    not_a_plate = Reading(text="1234", score=0.9)
+    assert not recognizer._accept(not_a_plate)
+    assert recognizer.reconfigured(reader={"require_plate_shape": False})._accept(not_a_plate)
+    plate = Reading(text="12가3456", score=0.3)
+    assert recognizer._accept(plate)
+    strict = recognizer.reconfigured(reader={"min_text_score": 0.5})
+    assert not strict._accept(plate)
+    assert strict._accept(Reading(text="12가3456", score=0.6))
+
+
 @pytest.mark.slow
 def test_the_shipped_crop_reader_reads_loose_crops_better_than_the_reader(
     recognizer: Recognizer, reader_only: Recognizer
@@ -324,6 +428,13 @@ def test_predict_cli_json_and_annotated(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "kplate.cli", "predict", str(tmp_path / "missing.jpg")],
                        check=False, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 2 and f"no image to read: {tmp_path / 'missing.jpg'}" in r.stderr
+
+
+def test_annotated_names_number_every_further_image_sharing_a_stem() -> None:
+    from kplate.cli_engine import annotated_names
+
+    names = annotated_names([Path("a/car.jpg"), Path("b/car.png"), Path("c/car.jpg")])
+    assert names == ["car.annotated.jpg", "car-2.annotated.jpg", "car-3.annotated.jpg"]
 
 
 def _recognizer_loaded_once(monkeypatch: pytest.MonkeyPatch, recognizer: Recognizer | None) -> None:
@@ -610,6 +721,32 @@ def test_training_smoke_and_resume(tmp_path: Path) -> None:
                     "--batch-size", "4", "--steps", "2", "--workers", "1", "--threads", "1"],
                    check=True, timeout=600)  # fmt: skip
     assert json.loads((crop / "history.json").read_text())[-1]["step"] == 2
+
+
+def test_the_learning_rate_warms_up_to_the_peak_and_decays_to_two_percent() -> None:
+    assert lr_factor(0, 100, 10) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10) == pytest.approx(1.0)
+    assert max(lr_factor(s, 100, 10) for s in range(100)) <= 1.0
+    assert lr_factor(100, 100, 10) == pytest.approx(0.02)
+
+
+def test_the_last_step_is_validated_and_checkpointed_off_the_validation_grid(
+    tmp_path: Path,
+) -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(2, 1)
+    loader = shuffled_loader(TensorDataset(torch.randn(16, 2), torch.randn(16, 1)), 4, seed=0)
+
+    def loss_fn(m: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = batch
+        return ((m(x) - y) ** 2).mean(), {}
+
+    args = TrainArgs(task="toy", out=str(tmp_path / "run"), steps=3, batch_size=4, lr=0.01,
+                     val_every=2, warmup=1)  # fmt: skip
+    history = train(args, model, loader, loss_fn, lambda m: {"acc": 1.0}, progress=False)
+    assert [h["step"] for h in history if "val" in h] == [2, 3]
+    assert load_checkpoint(tmp_path / "run" / "last.ckpt")["step"] == 3
 
 
 def test_crop_reader_starts_from_the_reader_it_is_given(tmp_path: Path) -> None:

@@ -11,7 +11,15 @@ import pytest
 import yaml
 from serving_support import REPO_ROOT
 
-from handler.archive import HANDLER_MODULES, ArchiveError, check_mar, served_weights, stage
+from handler import archive
+from handler.archive import (
+    HANDLER_MODULES,
+    REQUIRED_WEIGHTS,
+    ArchiveError,
+    check_mar,
+    served_weights,
+    stage,
+)
 from handler.kserve_front import loopback_url, model_names, read_properties, workers_ready
 from handler.local_serving import Ports, free_port, render_config
 from kplate.config import EngineConfig
@@ -149,6 +157,18 @@ def test_stage_carries_the_crop_reader_when_the_config_reads_photos_with_it(
         stage(tmp_path / "again", package)
 
 
+def test_stage_follows_the_weights_own_engine_yaml_over_the_packages(tmp_path: Path) -> None:
+    """``Recognizer.load`` reads ``weights/engine.yaml`` first: the archive serves the weights
+    that config names."""
+    package = _package(tmp_path, ["reader"], ALL_WEIGHTS)
+    (package / "weights" / "engine.yaml").write_text(
+        yaml.safe_dump({"reader": {"read_with": ["reader", "crop_reader"]}})
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    assert stage(out, package) == ALL_WEIGHTS
+
+
 def test_served_weights_follow_the_readers_that_read_and_judge_photos() -> None:
     cfg = EngineConfig()
     only = cfg.updated(reader={"read_with": ["reader"], "judge_with": None})
@@ -166,3 +186,26 @@ def test_check_mar_names_what_is_missing(tmp_path: Path) -> None:
         zf.writestr("kplate_handler.py", "")
     with pytest.raises(ArchiveError, match=r"kplate/weights/detector\.pt"):
         check_mar(mar)
+
+
+def test_check_mar_names_a_missing_handler_module(tmp_path: Path) -> None:
+    mar = tmp_path / "kplate.mar"
+    names = ["MAR-INF/MANIFEST.json", "kplate_handler.py", "model-config.yaml",
+             "kplate/__init__.py", *(f"kplate/weights/{n}" for n in REQUIRED_WEIGHTS),
+             *(f"handler/{n}" for n in HANDLER_MODULES if n != "settings.py")]  # fmt: skip
+    with zipfile.ZipFile(mar, "w") as zf:
+        for name in names:
+            zf.writestr(name, "")
+    with pytest.raises(ArchiveError, match=r"handler/settings\.py"):
+        check_mar(mar)
+
+
+def test_archive_exits_1_when_the_build_fails(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fail(*args: object, **kwargs: object) -> Path:
+        raise WeightsError("no weights")
+
+    monkeypatch.setattr(archive, "build_mar", fail)
+    assert archive.main(["--export-path", "/nonexistent"]) == 1
+    assert "no weights" in caplog.text

@@ -387,3 +387,12 @@ def test_settings_defaults_and_typos() -> None:
         load_settings({"handler": {"max_pixels": 0}})
     with pytest.raises(ConfigError, match="mapping"):
         load_settings({"handler": [1]})
+
+
+@pytest.mark.parametrize(
+    "section",
+    [{"max_images_per_request": 257}, {"max_images_per_request": 0}, {"max_image_bytes": 1023}],
+)
+def test_settings_out_of_range_are_refused(section: dict[str, int]) -> None:
+    with pytest.raises(ConfigError, match=next(iter(section))):
+        load_settings({"handler": section})

@@ -27,6 +27,7 @@ from serving_support import (
 from handler import kplate_handler
 from handler.kplate_handler import KplateHandler, select_device
 from kplate.errors import ConfigError
+from kplate.recognizer import WEIGHTS_DIR
 
 ts_context = pytest.importorskip("ts.context")
 ts_metrics = pytest.importorskip("ts.metrics.metric_cache_yaml_impl")
@@ -169,8 +170,8 @@ def test_bad_items_fail_alone(handler: KplateHandler) -> None:
 
 @requires_engine
 def test_batch_results_match_single_requests(handler: KplateHandler) -> None:
-    # Same-sized images: the engine pads a batch to one canvas, so images of other sizes may
-    # legitimately differ near their right/bottom edges; the mapping back must not.
+    # Same-sized images share a detector batch (images of other sizes are batched apart, as
+    # tests/test_engine.py checks), so this checks the batching and the mapping back.
     images = [jpeg_bytes(seed=s, width=192, height=128) for s in range(4)]
     batched = run(handler, [({"body": img}, "image/jpeg") for img in images])
     singles = [run(handler, [({"body": img}, "image/jpeg")])[0] for img in images]
@@ -178,11 +179,21 @@ def test_batch_results_match_single_requests(handler: KplateHandler) -> None:
 
 
 @requires_engine
-def test_metrics_are_emitted(handler: KplateHandler) -> None:
-    ctx = make_context([({"body": IMG}, "image/jpeg")] * 2)
-    handler.handle([{"body": IMG}, {"body": IMG}], ctx)
+def test_metrics_are_emitted(handler: KplateHandler, monkeypatch: pytest.MonkeyPatch) -> None:
+    three = {"instances": [{"data": b64(IMG)}] * 3}
+    ctx = make_context([({"body": IMG}, "image/jpeg"), ({"body": three}, JSON)])
+    counted: dict[str, float] = {}
+    add_counter = ctx.metrics.add_counter
+
+    def count(name: str, value: float, *args: Any, **kwargs: Any) -> Any:
+        counted[name] = value
+        return add_counter(name, value, *args, **kwargs)
+
+    monkeypatch.setattr(ctx.metrics, "add_counter", count)
+    handler.handle([{"body": IMG}, {"body": three}], ctx)
     names = {name for by_name in ctx.metrics.cache.values() for name in by_name}
     assert {"KplateBatches", "KplateBatchedRequests", "KplateImages"} <= names
+    assert counted == {"KplateBatches": 1, "KplateBatchedRequests": 2, "KplateImages": 4}
 
 
 def test_bad_model_config_fails_initialize() -> None:
@@ -236,15 +247,16 @@ def test_an_unexpected_error_while_reading_fails_its_request_alone(
 
 
 @requires_engine
+@pytest.mark.parametrize("error", [RuntimeError, ValueError])
 def test_an_engine_failure_on_the_batch_fails_only_the_request_that_caused_it(
-    handler: KplateHandler, monkeypatch: pytest.MonkeyPatch
+    handler: KplateHandler, monkeypatch: pytest.MonkeyPatch, error: type[Exception]
 ) -> None:
     poison = jpeg_bytes(seed=11, width=97, height=61)
     real = handler.recognizer.recognize
 
     def recognize(images: Any) -> Any:
         if any(image.shape[:2] == (61, 97) for image in images):  # decoded arrays
-            raise RuntimeError("the engine fell over")
+            raise error("the engine fell over")
         return real(images)
 
     monkeypatch.setattr(handler.recognizer, "recognize", recognize)
@@ -266,3 +278,51 @@ def test_request_pixel_budget_fails_alone(handler: KplateHandler) -> None:
     assert [status for status, _ in results] == [200, 413, 200], results
     error = results[1][1]["error"]
     assert "64000000 pixels" in error and "48000000" in error
+
+
+@requires_engine
+def test_an_engine_that_loses_a_result_fails_the_batch_loudly(
+    handler: KplateHandler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = handler.recognizer.recognize
+    monkeypatch.setattr(handler.recognizer, "recognize", lambda images: real(images)[:-1])
+    ctx = make_context([({"body": IMG}, "image/jpeg")] * 2)
+    with pytest.raises(RuntimeError, match="engine returned 1 results for 2 images"):
+        handler.handle([{"body": IMG}, {"body": IMG}], ctx)
+
+
+@requires_engine
+def test_an_image_part_is_read_as_an_image_whatever_the_request_header_says(
+    handler: KplateHandler,
+) -> None:
+    """The body part's own content type wins over the request's Content-Type header."""
+    ctx = make_context([({"body": IMG}, "image/jpeg")])
+    ctx.request_processor[0]._request_header["Content-Type"] = JSON
+    out = handler.handle([{"body": IMG}], ctx)
+    status, _ = ctx.get_response_status(0)
+    assert (status or 200) == 200, out
+    assert_plate_list(json.loads(out[0]))
+
+
+@requires_engine
+def test_initialize_applies_the_threads_weights_dir_and_image_limit(tmp_path: Path) -> None:
+    weights = tmp_path / "model" / "w"
+    weights.mkdir(parents=True)
+    for name in ("detector.pt", "reader.pt"):
+        (weights / name).symlink_to(WEIGHTS_DIR / name)
+    (weights / "engine.yaml").write_text("detector:\n  max_plates: 3\n")
+    ctx = make_context(
+        [], {"handler": {"warmup": False, "torch_threads": 3, "weights_dir": "w",
+                         "max_images_per_request": 2}}
+    )  # fmt: skip
+    ctx._system_properties["model_dir"] = str(tmp_path / "model")
+    before = torch.get_num_threads()
+    h = KplateHandler()
+    try:
+        h.initialize(ctx)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert h.recognizer.config.detector.max_plates == 3  # read from model_dir/w
+    ((status, body),) = run(h, [({"body": {"instances": [{"data": b64(IMG)}] * 3}}, JSON)])
+    assert status == 413 and "the limit is 2" in body["error"]

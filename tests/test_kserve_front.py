@@ -66,6 +66,9 @@ class _FakeTorchServe(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.server.posts.append(len(body))  # type: ignore[attr-defined]
         self.server.content_types.append(self.headers.get("Content-Type"))  # type: ignore[attr-defined]
+        self.server.traces.append(  # type: ignore[attr-defined]
+            {k: self.headers[k] for k in ("X-Request-Id", "traceparent") if k in self.headers}
+        )
         canned = TS_ANSWERS.get(self.headers.get("X-Request-Id", ""))
         if canned is not None:
             self._answer(canned[2], status=canned[0], content_type=canned[1])
@@ -90,6 +93,7 @@ def torchserve() -> Iterator[ThreadingHTTPServer]:
         server.posts = []  # type: ignore[attr-defined]
         server.ready = True  # type: ignore[attr-defined]
         server.content_types = []  # type: ignore[attr-defined]
+        server.traces = []  # type: ignore[attr-defined]
         yield server
 
 
@@ -251,6 +255,33 @@ def test_a_chunked_body_within_the_limit_is_forwarded(
     assert torchserve.posts[-1] > 0  # type: ignore[attr-defined]
 
 
+def _exactly(size: int) -> bytes:
+    """A v1 request of exactly ``size`` bytes (JSON padded with spaces)."""
+    text = json.dumps({"instances": [{"data": b64(jpeg_bytes())}]}).encode()
+    assert len(text) <= size
+    return text + b" " * (size - len(text))
+
+
+def test_a_body_of_exactly_the_limit_is_forwarded(
+    front: str, torchserve: ThreadingHTTPServer
+) -> None:
+    """``max_request_size`` is the largest body TorchServe takes: one of that size is let
+    through, whether its length is declared or it comes chunked."""
+    body = _exactly(LIMIT)
+
+    def pieces() -> Iterator[bytes]:
+        for start in range(0, len(body), 16384):
+            yield body[start : start + 16384]
+
+    for data in (body, pieces()):
+        before = len(torchserve.posts)  # type: ignore[attr-defined]
+        response = requests.post(
+            f"{front}/v1/models/kplate:predict", data=data, headers=JSON, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        assert len(torchserve.posts) == before + 1  # type: ignore[attr-defined]
+
+
 # --- the front's own errors: the handler's shape, {"error": "...", "code": N} ----------------
 
 JSON = {"Content-Type": "application/json"}
@@ -380,6 +411,19 @@ def _predict(front: str, answer: str, path: str = "/v1/models/kplate:predict") -
     if path.startswith("/v2"):
         body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}
     return requests.post(f"{front}{path}", json=body, headers={"X-Request-Id": answer}, timeout=30)
+
+
+def test_trace_headers_reach_torchserve(front: str, torchserve: ThreadingHTTPServer) -> None:
+    trace = {"X-Request-Id": "abc-1", "traceparent": f"00-{'1' * 32}-{'2' * 16}-01"}
+    bodies: dict[str, Any] = {
+        "/v1/models/kplate:predict": {"instances": [{"data": b64(jpeg_bytes())}]},
+        "/v2/models/kplate/infer": {
+            "inputs": [{"name": "i", "shape": [1], "datatype": "BYTES", "data": ["x"]}]
+        },
+    }
+    for path, body in bodies.items():
+        requests.post(f"{front}{path}", json=body, headers=trace, timeout=30)
+        assert torchserve.traces[-1] == trace, path  # type: ignore[attr-defined]
 
 
 def test_torchserve_errors_pass_through_unchanged(front: str) -> None:

@@ -34,6 +34,8 @@ def test_front_on_plates_of_every_style_are_named_their_colour(style: PlateStyle
         ((230, 105, 35), "orange"),
         ((200, 30, 40), "orange"),  # red wraps round to orange
         ((150, 40, 200), "fallback"),  # purple: no plate's colour
+        ((195, 255, 195), "green"),  # saturation exactly at the white band's edge: coloured
+        ((255, 0, 85), "orange"),  # hue exactly where red (orange) starts
     ],
 )
 def test_flat_colours(rgb: tuple[int, int, int], color: str) -> None:
@@ -46,6 +48,8 @@ def test_greyscale_photos_have_no_colour() -> None:
     grey = cv2.cvtColor(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
     assert has_color(photo)
     assert not has_color(grey)
+    assert not has_color(np.full((16, 40, 3), (100, 108, 100), np.uint8))  # 8 apart: grey
+    assert has_color(np.full((16, 40, 3), (100, 109, 100), np.uint8))
     # one coloured patch is enough
     grey[100:140, 200:260] = (40, 135, 90)
     assert has_color(grey)

@@ -50,6 +50,20 @@ def test_second_look_keeps_plates_and_drops_unconfirmed_boxes(recognizer: Recogn
     ]
 
 
+def test_a_box_overlapping_a_plate_only_a_little_is_not_confirmed_by_it(
+    recognizer: Recognizer,
+) -> None:
+    """The second look's plate must lie within box IoU 0.5 of the first look's to confirm it."""
+    (det,) = recognizer.detect([SCENE])[0]
+    shift = 0.75 * (det.box[2] - det.box[0])
+    shifted = Detection(
+        tuple((x + shift, y) for x, y in det.corners),  # type: ignore[arg-type]
+        0.9, det.layout, det.color,
+    )  # fmt: skip
+    assert recognizer.refine([SCENE], [[shifted]]) == [[]]
+    assert recognizer.refine([SCENE], [[det]]) != [[]]  # the plate itself is confirmed
+
+
 def test_second_look_blends_the_corners(recognizer: Recognizer) -> None:
     first = recognizer.reconfigured(detector={"refine_width": None}).detect([SCENE])
     corners = {
@@ -145,6 +159,8 @@ def test_config_checks_second_look_settings() -> None:
         DetectorConfig(refine_canvas=(100, 96))
     with pytest.raises(ValueError, match="multiples of 32"):
         DetectorConfig(crop_refine_canvas=(192, 150))
+    with pytest.raises(ValueError, match="multiples of 32"):
+        DetectorConfig(refine_canvas=(0, 96))  # an empty canvas
     with pytest.raises(ValueError):
         DetectorConfig(crop_refine_blend=1.5)
     with pytest.raises(ValueError):

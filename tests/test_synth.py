@@ -360,6 +360,18 @@ def test_synth_cli_rejects_bad_options(tmp_path: Path) -> None:
     assert r.returncode == 2 and "invalid choice" in r.stderr
 
 
+def test_synth_cli_takes_a_count_of_zero_and_sizes_of_at_least_32_by_32(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["synth", "--out", "x", "--count", "0"]).count == 0
+    assert parser.parse_args(["synth", "--out", "x", "--size", "64x32"]).size == (64, 32)
+    for size in ("640x16", "16x640"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["synth", "--out", "x", "--size", size])
+        assert "size must be at least 32x32" in capsys.readouterr().err
+
+
 def test_synth_cli_offers_exactly_the_generators_kinds(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["synth", "--help"])

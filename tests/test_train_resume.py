@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,13 @@ from kplate.train import engine, tasks
 from kplate.train.engine import (
     Batches,
     ResumeSettingsError,
+    RunFolderError,
     SkippingBatchSampler,
+    TrainArgs,
+    check_run_folder,
+    clear_run_folder,
     cycle,
+    resumed_args,
     shuffled_loader,
 )
 from kplate.train.tasks import run
@@ -162,6 +168,33 @@ def test_a_skipping_batch_sampler_skips_its_next_pass_only() -> None:
     sampler.skip = 9  # more than the pass holds
     assert list(sampler) == []
     assert len(sampler) == 4
+
+
+def test_a_resume_refuses_another_seed_and_takes_another_val_every(tmp_path: Path) -> None:
+    saved = asdict(TrainArgs(task="reader", out="run", steps=10, batch_size=4, lr=1e-3, seed=0))
+    with pytest.raises(ResumeSettingsError, match="--seed 1"):
+        resumed_args(saved, {"seed": 1}, tmp_path / "last.ckpt")
+    assert resumed_args(saved, {"val_every": 7}, tmp_path / "last.ckpt").val_every == 7
+
+
+def test_a_run_folder_holding_another_run_is_refused_and_cleared_only_of_that_run(
+    tmp_path: Path,
+) -> None:
+    out, other = tmp_path / "run", tmp_path / "other.ckpt"
+    out.mkdir()
+    (out / "last.ckpt").write_bytes(b"a")
+    (out / "model.pt").write_bytes(b"m")
+    other.write_bytes(b"b")
+    with pytest.raises(RunFolderError):
+        check_run_folder(out, None, force=False)  # a fresh run
+    with pytest.raises(RunFolderError, match="another run"):
+        check_run_folder(out, other, force=False)  # resuming another run's checkpoint here
+    check_run_folder(out, out / "last.ckpt", force=False)  # its own checkpoint: fine
+    check_run_folder(out, None, force=True)
+    clear_run_folder(out, out / "last.ckpt")  # resuming into its own folder: nothing removed
+    assert (out / "last.ckpt").exists() and (out / "model.pt").exists()
+    clear_run_folder(out, other)
+    assert not (out / "last.ckpt").exists() and not (out / "model.pt").exists()
 
 
 @pytest.mark.slow
