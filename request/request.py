@@ -14,8 +14,9 @@ it calls the local front started by ``make serve`` (``http://127.0.0.1:8080``). 
 ``--kserve`` each image goes as raw bytes to TorchServe's ``/predictions/<model>``
 (``http://127.0.0.1:8085``).
 
-Every request stays under 6 MB and 16 images (the server's ``max_images_per_request``):
-bigger images are re-encoded as JPEG and downscaled, and more images are split over several
+Every request stays under 6 MB, 16 images and 48 MP in all, and each image under 40 MP (the
+served model's ``max_images_per_request``, ``max_request_pixels`` and ``max_pixels``): bigger
+images are re-encoded as JPEG and downscaled, and more images are split over several
 requests. Plate coordinates, in the printed plates and in ``--json``'s responses alike, are
 mapped back to the original image.
 
@@ -41,6 +42,7 @@ import binascii
 import io
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -91,6 +93,12 @@ JSON_OVERHEAD = 2_048
 #: Images in one request: the served model's ``max_images_per_request``
 #: (handler/model-config.yaml) answers 413 above it.
 MAX_IMAGES_PER_REQUEST = 16
+#: Pixels of one image and of all images of one request: the served model's ``max_pixels``
+#: and ``max_request_pixels`` (handler/model-config.yaml) answer 413 above them. Bigger images
+#: are downscaled here, and requests split: five well-compressed 12 MP photos fit 6 MB together
+#: but not 48 MP, and the server refused all five.
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_REQUEST_PIXELS = 48_000_000
 #: The formats the server decodes (``kplate.imageio.FORMATS``; tests/test_request_cli.py
 #: checks that the two agree): others are refused here, before any request.
 SERVER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
@@ -146,6 +154,7 @@ class Prepared:
         scale: original size / sent size (1.0 when sent unchanged).
         original: the image file's bytes, for ``--save-annotated``.
         source: the path as given (or ``-``), for messages; ``name`` when empty.
+        pixels: width x height of the image sent.
     """
 
     name: str
@@ -153,6 +162,7 @@ class Prepared:
     scale: float
     original: bytes
     source: str = ""
+    pixels: int = 0
 
     @property
     def label(self) -> str:
@@ -237,45 +247,60 @@ def open_image(data: bytes, source: str) -> Image.Image:
     return image
 
 
-def fit_image(name: str, data: bytes, max_bytes: int, source: str = "") -> Prepared:
+def fit_image(
+    name: str,
+    data: bytes,
+    max_bytes: int,
+    source: str = "",
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> Prepared:
     """Check that ``data`` decodes as the server decodes it; return it unchanged when it fits
-    ``max_bytes``, else a smaller JPEG. ``source``: the path as given, for messages.
+    ``max_bytes`` and ``max_pixels``, else a smaller JPEG that does. ``source``: the path as
+    given, for messages.
 
     Raises:
         ClientError: the bytes are not an image the server reads (exit 2).
     """
     decoded = open_image(data, source or name)
-    if len(data) <= max_bytes:
-        return Prepared(name, data, 1.0, data, source)
+    pixels = decoded.width * decoded.height
+    if len(data) <= max_bytes and pixels <= max_pixels:
+        return Prepared(name, data, 1.0, data, source, pixels)
     image = ImageOps.exif_transpose(decoded).convert("RGB")
-    base, scale = image, 1.0
+    base, scale = image, min(1.0, 0.999 * math.sqrt(max_pixels / pixels))
     while True:
+        size = (max(1, round(base.width * scale)), max(1, round(base.height * scale)))
+        if size != image.size:
+            image = base.resize(size, Image.Resampling.LANCZOS)
         buf = io.BytesIO()
         image.save(buf, format="JPEG", quality=90)
         if buf.tell() <= max_bytes or min(image.size) <= 64:
             break
         scale *= 0.75
-        size = (max(1, round(base.width * scale)), max(1, round(base.height * scale)))
-        image = base.resize(size, Image.Resampling.LANCZOS)
     sent = buf.getvalue()
-    log.info("%s: %d bytes re-encoded to %d (%dx%d)", name, len(data), len(sent), *image.size)
-    return Prepared(name, sent, base.width / image.width, data, source)
+    log.info("%s: %dx%d, %d bytes, re-encoded to %dx%d, %d bytes", name, *base.size, len(data),
+             *image.size, len(sent))  # fmt: skip
+    return Prepared(name, sent, base.width / image.width, data, source, image.width * image.height)
 
 
 def chunks(
-    images: Sequence[Prepared], max_payload: int, max_images: int = MAX_IMAGES_PER_REQUEST
+    images: Sequence[Prepared],
+    max_payload: int,
+    max_images: int = MAX_IMAGES_PER_REQUEST,
+    max_pixels: int = MAX_REQUEST_PIXELS,
 ) -> Iterator[list[Prepared]]:
     """Group images so that each request's base64 payload stays under ``max_payload`` and
-    it carries at most ``max_images`` images."""
+    it carries at most ``max_images`` images of at most ``max_pixels`` in all."""
     group: list[Prepared] = []
-    size = 0
+    size = pixels = 0
     for image in images:
         encoded = 4 * ((len(image.data) + 2) // 3) + 64
-        if group and (size + encoded > max_payload or len(group) >= max_images):
+        full = size + encoded > max_payload or pixels + image.pixels > max_pixels
+        if group and (full or len(group) >= max_images):
             yield group
-            group, size = [], 0
+            group, size, pixels = [], 0, 0
         group.append(image)
         size += encoded
+        pixels += image.pixels
     if group:
         yield group
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from serving_support import REPO_ROOT, http_stand_in, jpeg_bytes
 from tools import load_module
@@ -103,9 +104,36 @@ def test_requests_are_split_under_the_limit() -> None:
 def test_requests_carry_at_most_the_servers_image_count() -> None:
     """Twenty small images fit one request's bytes, not the server's 16 images a request."""
     images = [cli.Prepared(f"{i}", b"x" * 10, 1.0, b"") for i in range(20)]
-    assert cli.MAX_IMAGES_PER_REQUEST == 16
     assert [len(g) for g in cli.chunks(images, 10**6)] == [16, 4]
     assert [len(g) for g in cli.chunks(images, 10**6, max_images=7)] == [7, 7, 6]
+
+
+def test_the_clients_limits_are_the_served_models() -> None:
+    served = yaml.safe_load((REPO_ROOT / "handler" / "model-config.yaml").read_text())["handler"]
+    assert served["max_images_per_request"] == cli.MAX_IMAGES_PER_REQUEST
+    assert served["max_pixels"] == cli.MAX_IMAGE_PIXELS
+    assert served["max_request_pixels"] == cli.MAX_REQUEST_PIXELS
+
+
+def test_requests_stay_under_the_servers_pixel_budget() -> None:
+    """Five well-compressed 12 MP photos fit one request's bytes but would be 60 MP: the
+    server would refuse all five."""
+    photos = [cli.Prepared(f"{i}", b"x" * 10, 1.0, b"", pixels=12_000_000) for i in range(5)]
+    assert [len(g) for g in cli.chunks(photos, 10**6)] == [4, 1]
+
+
+def test_an_image_over_the_servers_pixel_limit_is_downscaled_to_fit() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (400, 300), (90, 120, 200)).save(buf, "PNG")  # a small file, many pixels
+    small = buf.getvalue()
+    prepared = cli.fit_image("big.png", small, 10**6, max_pixels=60_000)
+    with Image.open(io.BytesIO(prepared.data)) as sent:
+        assert sent.format == "JPEG" and sent.width * sent.height <= 60_000
+        assert prepared.pixels == sent.width * sent.height
+        assert prepared.scale == pytest.approx(400 / sent.width)
+    assert prepared.original == small
+    kept = cli.fit_image("ok.png", small, 10**6, max_pixels=120_000)
+    assert (kept.data, kept.scale, kept.pixels) == (small, 1.0, 120_000)
 
 
 def test_annotated_names_are_unique() -> None:
