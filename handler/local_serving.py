@@ -15,7 +15,9 @@ Usage::
     python -m handler.local_serving stop
 
 ``start`` checks every port the two servers will bind before it starts anything; on a half
-running instance (one of the two died) it stops the survivor and starts both afresh.
+running instance (one of the two died) it stops the survivor and starts both afresh, and it
+restarts a running pair whose .mar or config changed since it started (``make serve`` rebuilds
+a stale .mar first).
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ DEFAULT_CONFIG = REPO_ROOT / "gs" / "config" / "config.properties"
 DEFAULT_MODEL_STORE = REPO_ROOT / "gs" / "model-store"
 DEFAULT_STATE_DIR = REPO_ROOT / ".serve"
 PROCESSES = ("torchserve", "front")
+#: In the state folder: the config and archives a start served (size, mtime), so that a later
+#: ``start`` finds a running pair serving files since rebuilt.
+SERVED_FILE = "served.json"
 #: How each process is named in messages.
 LABELS = {"torchserve": "TorchServe", "front": "the KServe front"}
 #: ... and at the start of a status line.
@@ -70,7 +75,8 @@ EXIT_HELP = """exit status:
   start   0 when both servers are ready (or were already running), 1 when they could not be
           started: a port in use, java or the .mar missing, a server that exited or was not
           ready in time (the first line of the message says why). A half running instance
-          (one server died) is stopped and started afresh.
+          (one server died) is stopped and started afresh, and so is a running pair whose
+          .mar or config changed since it started.
   status  0 when TorchServe and the front both run, 1 otherwise (one of them, or neither).
   stop    0, also when nothing was running.
 """
@@ -362,12 +368,9 @@ class LocalServing:
             raise ServingError(f"already running (state in {self.state_dir}); stop it first")
         self.check_ports()
         java = find_java()
-        mar_names = json.loads(read_properties(self.config).get("model_snapshot", "{}"))
-        for versions in mar_names.get("models", {}).values():
-            for info in versions.values():
-                mar = self.model_store / info["marName"]
-                if not mar.is_file():
-                    raise ServingError(f"{mar} missing: run `make mar`")
+        for mar in self.mar_paths():
+            if not mar.is_file():
+                raise ServingError(f"{mar} missing: run `make mar`")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._log_marks = {p.name: p.stat().st_size for p in self.log_dir.glob("*.log")}
         tmp = self.state_dir / "tmp"
@@ -419,6 +422,35 @@ class LocalServing:
         except ServingError:
             self.stop()
             raise
+        (self.state_dir / SERVED_FILE).write_text(json.dumps(self.served_files()))
+
+    def mar_paths(self) -> list[Path]:
+        """The archives the config's ``model_snapshot`` loads, in the model store."""
+        snapshot = json.loads(self.properties.get("model_snapshot", "{}"))
+        return [
+            self.model_store / info["marName"]
+            for versions in snapshot.get("models", {}).values()
+            for info in versions.values()
+        ]
+
+    def served_files(self) -> dict[str, list[int]]:
+        """The config and archives a start serves, each with its size and mtime (ns)."""
+        out = {}
+        for path in (self.config, *self.mar_paths()):
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                out[str(path)] = [st.st_size, st.st_mtime_ns]
+        return out
+
+    def changed_since_start(self) -> list[str]:
+        """The files of :meth:`served_files` that changed since the running pair started
+        (none when no start recorded them)."""
+        try:
+            before = json.loads((self.state_dir / SERVED_FILE).read_text())
+        except (OSError, ValueError):
+            return []
+        now = self.served_files()
+        return sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
         path = self.log_dir / f"{name}.log"
@@ -661,13 +693,21 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
         return 0 if everything else 1
     alive = serving.running()
-    if len(alive) == len(serving.processes):
+    changed = serving.changed_since_start() if len(alive) == len(serving.processes) else []
+    if changed:
+        # `make serve` rebuilds a stale .mar before this runs: serve what it built.
+        logger.info(
+            "running, but %s changed since it started: restarting both",
+            ", ".join(Path(c).name for c in changed),
+        )
+        serving.stop()
+    elif len(alive) == len(serving.processes):
         pids = ", ".join(f"{LABELS[n]} pid {pid}" for n, pid in alive.items())
         logger.info(
             "already running (%s; %s); `make stop` first to restart", pids, serving.front_url
         )
         return 0
-    if alive:
+    elif alive:
         # Half running: restarting only the dead server could pair it with a survivor started
         # from another .mar or config (make serve rebuilds the .mar first); a fresh pair is
         # what start-up checks end to end.

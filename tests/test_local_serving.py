@@ -7,6 +7,7 @@ The full start-up with real TorchServe is in ``test_serving_integration.py``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import socket
@@ -20,6 +21,7 @@ import pytest
 from serving_support import REPO_ROOT
 
 from handler.local_serving import (
+    SERVED_FILE,
     LocalServing,
     PortInUseError,
     Ports,
@@ -163,6 +165,24 @@ def test_serve_when_both_run_leaves_them_alone(
     assert main(_cli(instance, "start")) == 0
     assert instance.running() == pids
     assert "already running" in _messages(caplog)[0]
+
+
+def test_serve_restarts_a_pair_serving_a_mar_since_rebuilt(
+    instance: LocalServing, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, logger="kplate.serve")
+    pids = {name: _stand_in(instance, name) for name in ("torchserve", "front")}
+    (instance.state_dir / SERVED_FILE).write_text(json.dumps(instance.served_files()))
+    started: list[bool] = []
+    monkeypatch.setattr(LocalServing, "start", lambda *_, **__: started.append(True))
+    assert main(_cli(instance, "start")) == 0  # unchanged: left alone
+    assert not started and instance.running() == pids
+    (mar,) = instance.mar_paths()
+    mar.write_bytes(b"rebuilt")  # as make serve's `make mar` step would
+    assert instance.changed_since_start() == [str(mar)]
+    assert main(_cli(instance, "start")) == 0
+    assert started == [True] and all(_gone(pid) for pid in pids.values())
+    assert "kplate.mar changed since it started: restarting both" in _messages(caplog)[1]
 
 
 # --- ports -------------------------------------------------------------------------------
