@@ -44,19 +44,22 @@ def create_bucket(url: str, bucket: str) -> None:
         raise RuntimeError(f"the emulator refused bucket {bucket!r}: HTTP {exc.code}") from exc
 
 
-def _relay_requests(server: object) -> None:
+def relay_requests(server: object) -> threading.Thread | None:
     """fake-gcs-server logs a line per request on a pipe the wrapper never reads: relay it
-    (debug level), so a long session cannot fill the pipe and stall the server."""
+    (debug level) from a thread, so a long session cannot fill the pipe and stall the server.
+    Returns the thread (it ends when the server stops), ``None`` without such a pipe."""
     process = getattr(server, "_process", None)
     stream = getattr(process, "stderr", None)
     if stream is None:
-        return
+        return None
 
     def relay() -> None:
         for line in iter(stream.readline, b""):
             log.debug("%s", line.decode(errors="replace").rstrip())
 
-    threading.Thread(target=relay, daemon=True).start()
+    thread = threading.Thread(target=relay, daemon=True)
+    thread.start()
+    return thread
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot start fake-gcs-server on 127.0.0.1:%d: %s", args.port, exc)
         return 1
     try:
-        _relay_requests(server)
+        relay_requests(server)
         create_bucket(server.url, args.bucket)
         log.info(
             "GCS emulator at %s with bucket gs://%s (Ctrl-C stops it and drops its objects). "
