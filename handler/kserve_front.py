@@ -476,15 +476,13 @@ def build_model_class() -> type:
 
 async def predictor_error_handler(_: Any, exc: Exception) -> Any:
     """FastAPI exception handler: TorchServe's status and JSON body, passed through (one
-    that lacks the handler's ``{"error", "code"}`` shape is put into it)."""
+    that lacks the handler's ``{"error", "code"}`` shape is put into it by :class:`ErrorShape`,
+    as every error answer is)."""
     from fastapi.responses import JSONResponse
 
     if not isinstance(exc, PredictorError):
         raise exc
-    body = exc.body
-    if not (isinstance(body, dict) and isinstance(body.get("error"), str) and "code" in body):
-        body = shaped_error(exc.status, orjson.dumps(body)) or body
-    return JSONResponse(status_code=exc.status, content=body)
+    return JSONResponse(status_code=exc.status, content=exc.body)
 
 
 async def front_error_handler(_: Any, exc: Exception) -> Any:
