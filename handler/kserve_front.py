@@ -284,19 +284,7 @@ class BodySizeLimit:
     async def _reject(self, send: Send, what: str) -> None:
         message = f"{what}; the limit is {self.max_bytes} (max_request_size)"
         logger.info("refused: %s", message)
-        body = orjson.dumps(error_body(413, message))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send_json(send, 413, error_body(413, message), [(b"connection", b"close")])
 
 
 def _content_length(scope: Scope) -> int | None:
